@@ -1,0 +1,36 @@
+# Two entry points on a fresh machine with only Python >= 3.11:
+#   make demo   creates .venv, installs, and runs the study on the embedded synthetic dataset
+#   make test   same set-up, then the test suite (the `slow` marker is left to `make test-all`)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export WANDB_SILENT := true
+
+.PHONY: setup test test-all demo profile clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU/CUDA wheels of these exact versions; pinned first so that nothing else pulls another torch
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	# papermill needs a `python3` kernelspec; install it inside the venv
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lemore)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-all: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m lemore profile --latency-runs 20 --json results/profile/profile.json --markdown results/profile/profile.md
+	@echo "results: results/profile/profile.md (table) and results/profile/profile.json (rows + protocol)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

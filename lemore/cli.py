@@ -1,0 +1,39 @@
+"""Command line: ``python -m lemore {profile,data,train,eval,pretrain,export} ...``.
+
+Each sub-command lives in the module that does the work; that module defines
+``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported only when their command
+runs, so ``python -m lemore profile`` does not import the data pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "profile": ("lemore.profiling", "params, GFLOPs (fvcore MACs) and latency of registered models"),
+    "data": ("lemore.data.check", "verify a dataset tree, or generate the synthetic dataset"),
+    "train": ("lemore.engine.train", "fine-tune a segmentation model (the paper's recipe per dataset)"),
+    "eval": ("lemore.engine.evaluate", "evaluate a checkpoint: aAcc, mIoU, mAcc, per-class IoU"),
+    "pretrain": ("lemore.engine.pretrain", "ImageNet-1K pretraining of the LeMoRe classifier"),
+    "export": ("lemore.export", "export a model to ONNX"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="lemore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    if not argv or argv[0] not in COMMANDS:
+        for name, (_, help_) in COMMANDS.items():
+            sub.add_parser(name, help=help_)
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {list(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    p = sub.add_parser(argv[0], help=COMMANDS[argv[0]][1], description=COMMANDS[argv[0]][1])
+    module.add_cli_arguments(p)
+    args = parser.parse_args(argv)
+    return int(module.cli_main(args) or 0)

@@ -1,0 +1,87 @@
+"""SegFormer-B0 baseline: ``transformers``' SegformerForSemanticSegmentation with the MiT-B0 config.
+
+Xie et al., "SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers",
+NeurIPS 2021, arXiv:2105.15203. Built from a config, never from the hub: weights are optional and local
+(a ``save_pretrained`` folder or a weights-only state dict, e.g. MiT-B0 ImageNet weights converted once).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lemore.registry import register_model
+
+
+def mit_b0_config(num_classes: int):
+    from transformers import SegformerConfig
+
+    # MiT-B0 (the SegFormer paper's Table 6) with the all-MLP decoder of width 256.
+    cfg = SegformerConfig(
+        num_channels=3, num_encoder_blocks=4, depths=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1],
+        hidden_sizes=[32, 64, 160, 256], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
+        num_attention_heads=[1, 2, 5, 8], mlp_ratios=[4, 4, 4, 4], hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1,
+        drop_path_rate=0.1, decoder_hidden_size=256, num_labels=num_classes, semantic_loss_ignore_index=255,
+    )
+    # Explicit matmuls in attention: identical outputs, and FLOP counters (fvcore) can see them.
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+class SegFormer(nn.Module):
+    """Wraps the transformers model so that ``model(x)`` returns logits at the input size, like LeMoRe."""
+
+    def __init__(self, num_classes: int = 150, pretrained: str | None = None):
+        super().__init__()
+        from transformers import SegformerForSemanticSegmentation
+
+        self.num_classes = num_classes
+        self.net = SegformerForSemanticSegmentation(mit_b0_config(num_classes))
+        if pretrained:
+            load_local_weights(self.net, Path(pretrained))
+
+    def forward(self, x):  # (B, 3, H, W)
+        return F.interpolate(self.forward_logits(x), x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward_logits(self, x):
+        """Logits at the decoder's stride (1/4), before the resize to the input size."""
+        return self.net(pixel_values=x, return_dict=False)[0]  # (B, K, H/4, W/4)
+
+
+def load_local_weights(net: nn.Module, path: Path) -> None:
+    """Load MiT / SegFormer weights from a local file or folder (safetensors or weights-only torch)."""
+    if path.is_dir():
+        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {candidates[0].parent}")
+    if not path.exists():
+        raise FileNotFoundError(f"SegFormer weights {str(path)!r} do not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    # An ImageNet MiT checkpoint has no decode head: only the encoder must be complete.
+    missing_enc = [k for k in missing if k.startswith("segformer.")]
+    if missing_enc:
+        raise ValueError(f"{path}: encoder weights missing for {missing_enc[:5]} (+{max(0, len(missing_enc) - 5)})")
+    if unexpected:
+        raise ValueError(f"{path}: unexpected keys {unexpected[:5]} (+{max(0, len(unexpected) - 5)})")
+
+
+@register_model
+def segformer_b0(num_classes: int = 150, pretrained: str | None = None) -> SegFormer:
+    """SegFormer-B0 (MiT-B0 encoder, all-MLP decoder), 3.8M parameters at 150 classes.
+
+    Args:
+        num_classes: output classes.
+        pretrained: optional local weights (folder or file); never downloaded.
+    """
+    return SegFormer(num_classes, pretrained)
