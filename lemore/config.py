@@ -178,6 +178,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     origin = typing.get_origin(typ)
     if isinstance(value, str) and (typ is not str) and origin is not types.UnionType:
         value = yaml.safe_load(value) if value.strip() else value
+        if isinstance(value, str) and typ in (int, float):
+            try:  # PyYAML (YAML 1.1) reads "3e-4" as a string
+                value = float(value)
+            except ValueError:
+                pass
     try:
         if origin is tuple:
             args = typing.get_args(typ)
