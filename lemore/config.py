@@ -4,7 +4,7 @@ There is no config inheritance. A run is ``recipe(dataset)`` (the paper's values
 material and SegFormer / MMSegmentation for what the paper leaves to them) with explicit overrides applied::
 
     cfg = load(dataset="cityscapes", overrides={"train.iters": 1000, "data.root": "/data/cityscapes"})
-    cfg = load("params.yaml", section="finetune", overrides=["train.lr=3e-4"])  # strings are parsed by type
+    cfg = load("run.yaml", overrides=["train.lr=3e-4"])  # strings are parsed by type
 
 Every value can be overridden; the resolved config is saved next to the run (``config.yaml``), inside every
 checkpoint and in ``wandb.config``, so a run always says exactly what it did.
@@ -213,7 +213,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
-def _set(cfg: RunCfg, key: str, value: Any) -> None:
+def set_key(cfg: Any, key: str, value: Any) -> None:
+    """Set a dotted ``key`` of a config dataclass to ``value``, type-checked against the field (see load)."""
     parts = key.split(".")
     obj: Any = cfg
     for i, part in enumerate(parts):
@@ -282,7 +283,7 @@ def load(
     for key, value in {**file_values, **overrides}.items():
         if key == "data.dataset" and value != name:
             raise ValueError(f"data.dataset={value!r} conflicts with dataset={name!r}")
-        _set(cfg, key, value)
+        set_key(cfg, key, value)
     validate(cfg)
     return cfg
 

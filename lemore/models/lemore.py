@@ -385,7 +385,7 @@ class LeMoRe(nn.Module):
         own = self.backbone.state_dict()
         prefix = "backbone."
         src = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        unexpected = sorted(prefix + k for k in state if not k.startswith(prefix) or k[len(prefix):] not in own)
+        unexpected = sorted(k for k in state if not k.startswith(prefix) or k[len(prefix):] not in own)
         converted = {}
         for k, v in src.items():
             if k not in own:

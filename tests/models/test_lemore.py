@@ -132,6 +132,7 @@ def test_encoder_transfer_reports_missing_and_unexpected():
     missing, unexpected = seg.load_encoder_state_dict(cls.encoder_state_dict())
     assert any(".lateral.weight" in k for k in missing)
     assert any(".ca.fc1.weight" in k for k in unexpected)
+    assert all(k.startswith("backbone.stages.") for k in missing + unexpected)  # named as in the checkpoint
 
 
 def test_encoder_transfer_shape_mismatch_names_the_key():

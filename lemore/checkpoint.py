@@ -1,0 +1,171 @@
+"""Checkpoint files: atomic writes, safe loads, and state-dict loading that says exactly what did not fit.
+
+* Writes are atomic: the bytes go to a temporary file in the same directory, are fsync'ed, then
+  ``os.replace``'d over the target (and the directory entry is fsync'ed), so a run killed mid-save leaves
+  the previous checkpoint intact instead of a truncated one.
+* Loads always use ``torch.load(..., weights_only=True)``: a model file is data, never code. Only tensors and
+  plain containers/scalars unpickle; anything else (a pickled class, a ``__reduce__`` payload) is refused.
+  Every object we save (RNG states included) is therefore converted to tensors / lists / dicts first.
+* Encoder weights from ``lemore pretrain`` are ``.safetensors`` (no pickle at all) or weights-only ``.pt``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lemore.metrics import jsonable
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, is unsafe, or does not fit the model."""
+
+
+# ------------------------------------------------------------------------------------------------- writing
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory: os.replace is only atomic within one file system.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented, strict JSON (NaN -> null)."""
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+def _fsync_dir(d: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform/file system, hence best effort.
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically. ``obj`` must be weights-only loadable (tensors, dicts,
+    lists, tuples, str/int/float/bool/None), which this checks before writing so a bad save fails loudly."""
+    buf = io.BytesIO()
+    torch.save(dict(obj), buf)
+    try:  # refuse to write what we could not read back safely
+        torch.load(io.BytesIO(buf.getvalue()), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refusing to save {str(path)!r}: it holds objects a weights-only load rejects "
+                              f"(convert them to tensors/plain containers first): {e}") from None
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint with ``weights_only=True`` and turn every failure into a :class:`CheckpointError`
+    that names the file: missing, truncated/corrupt, or holding pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): the write was interrupted")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it contains objects other than tensors and plain containers, "
+            f"and a model file is data, never code (torch.load weights_only=True): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({path.stat().st_size} bytes): it is "
+                              f"truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file, a weights-only ``.pt`` state dict, or a lemore checkpoint
+    (``{"model": state_dict, ...}`` as written by ``train``: ``model.pt`` / ``last.pt``)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: truncated or corrupt ({e})") from None
+    obj = load_checkpoint(path, map_location)
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{str(path)!r} is not a state dict (name -> tensor) nor a checkpoint with a 'model' "
+                              "entry")
+    return dict(obj)
+
+
+def load_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "<state dict>",
+    strict: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Load ``state_dict`` into ``model``; explain any mismatch.
+
+    Shape mismatches always raise (``nn.Module.load_state_dict`` would too, but without naming the file).
+    With ``strict``, missing or unexpected keys raise a :class:`CheckpointError` naming the checkpoint
+    (``source``), the model class and the keys; without it they are returned for the caller to report.
+    A ``module.`` prefix (a DDP-wrapped model saved as is) is stripped.
+
+    Returns:
+        (missing_keys, unexpected_keys)
+    """
+    sd = dict(state_dict)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    own = model.state_dict()
+    model_name = type(model).__name__
+    shape_bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                 for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = sorted(k for k in own if k not in sd)
+    unexpected = sorted(k for k in sd if k not in own)
+    problems = []
+    if shape_bad:
+        problems.append(f"{len(shape_bad)} shape mismatches: {_short(shape_bad)}")
+    if strict and missing:
+        problems.append(f"{len(missing)} missing keys: {_short(missing)}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_short(unexpected)}")
+    if problems:
+        raise CheckpointError(f"checkpoint {source!r} does not fit model {model_name}: " + "; ".join(problems)
+                              + ". Was it written for another model (model.name) or num_classes?")
+    model.load_state_dict(sd, strict=False)
+    return missing, unexpected
+
+
+def _short(items: list[str], n: int = 10) -> str:
+    return str(items[:n]) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")

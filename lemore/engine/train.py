@@ -1,0 +1,589 @@
+"""Fine-tuning a segmentation model: ``train(cfg) -> run_dir``, one function that reads top to bottom.
+
+The recipe (``lemore.config.RECIPES``, every value overridable) is the paper's / SegFormer's:
+
+* AdamW (lr 1.2e-4, 3e-4 on Cityscapes; weight decay 0.01; betas 0.9/0.999), global batch 16.
+* Iteration-based: 160k iterations (ADE20K, Cityscapes) or 80k (PASCAL Context, COCO-Stuff); linear warm-up
+  over 1500 iterations from ``warmup_ratio`` x lr, poly decay with power 1.0 (mmcv's ``PolyLrUpdaterHook`` with
+  ``warmup="linear"``, the SegFormer schedule: :func:`lr_at`).
+* Loss: pixel cross-entropy with ignore index 255, averaged over *all* pixels of the batch (ignored ones count
+  as 0). This is MMSegmentation's default (``avg_non_ignore=False``) that SegFormer and TopFormer trained with;
+  it also keeps a batch whose pixels are all ignored at loss 0 instead of NaN.
+* Weight decay: none on biases and normalisation parameters (all 1-D tensors) nor on anything the model lists
+  in ``no_weight_decay()`` (timm's convention). SegFormer additionally multiplies the head's lr by 10 and
+  exempts position embeddings; LeMoRe has no position embeddings and the paper gives no lr multipliers, so
+  we do not use a head multiplier.
+
+Hardware: CUDA when present (AMP in bf16, or fp16 with a GradScaler where bf16 is unsupported;
+``cudnn.benchmark``; channels-last), CPU otherwise. DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
+environment variables that torchrun sets (nanoGPT): NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm
+only under CUDA DDP (SyncBN has no CPU kernel). The global batch is split as
+``batch_size = world_size x accum_steps x micro_batch``; gradients are accumulated over ``accum_steps``
+micro-batches (DDP synchronises only on the last one).
+
+Checkpoints (``<run_dir>/last.pt``) every ``ckpt_interval`` iterations and at the end, written atomically; the
+final weights also go to ``model.pt`` (model state dict + config, no optimizer: for eval / export). Starting
+``train`` again on the same run directory resumes from ``last.pt`` and the result is exactly that of an
+uninterrupted run (tested with a SIGKILL on CPU). Exactness comes from making every random choice a function of
+its position instead of a running stream:
+
+* the data order of epoch ``e`` is ``randperm(n)`` from a generator seeded with ``(seed, e)``;
+* each sample's augmentation runs under RNGs (torch, numpy, python) seeded from ``(seed, epoch, position)`` and
+  restored afterwards (:class:`SeededSamples`), so it does not depend on which worker loads it, on the number of
+  workers, or on whether the first batches of the epoch were skipped;
+* on resume the loader starts at the first unconsumed batch of the current epoch (nothing is re-read), and the
+  model's own randomness (dropout) continues from the global RNG states saved in the checkpoint (per rank);
+* data loaders get their own ``torch.Generator`` so iterating them never advances the global RNG.
+
+A NaN or infinite loss stops the run with a :class:`FloatingPointError` naming the iteration and the value,
+before the optimizer step, so ``last.pt`` stays the last good state.
+
+Outputs in the run directory: ``config.yaml``, ``last.pt``, ``model.pt``, ``metrics.json`` (final metrics,
+written atomically), ``metrics.jsonl`` (every logged value), ``train.log``, ``wandb/``; and
+``<results_dir>/<run_name>.json`` when ``results_dir`` is given (the DVC pipeline passes ``results/metrics``).
+
+CLI: ``python -m lemore train --dataset ade20k --set train.iters=1000 --set data.root=/data/ade [--config p.yaml]``;
+multi-GPU: ``torchrun --nproc_per_node 4 -m lemore train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lemore.checkpoint import (
+    atomic_write_bytes,
+    load_checkpoint,
+    load_state_dict,
+    load_weights,
+    save_checkpoint,
+)
+from lemore.config import DATASET_NAMES, RunCfg, TrainCfg, load, to_yaml, validate
+from lemore.engine.evaluate import build_model, eval_loader, evaluate, format_metrics, prediction_strips
+from lemore.metrics import IGNORE_INDEX
+from lemore.tracking import Tracker, write_results
+
+log = logging.getLogger("lemore")
+
+#: Config keys that may differ when a run is resumed: they change how the run is watched, not what it computes.
+RESUMABLE_KEYS = ("train.eval_interval", "train.ckpt_interval", "train.log_interval", "train.device",
+                  "data.num_workers", "data.root", "wandb", "out_dir", "name")
+
+
+def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
+          results_dir: str | os.PathLike | None = None) -> Path:
+    """Train ``cfg.model.name`` on ``cfg.data.dataset`` with ``cfg.train``'s schedule; resume if interrupted.
+
+    Args:
+        cfg: the resolved run config (``lemore.config.load``).
+        run_dir: where the run lives; default ``<cfg.out_dir>/<run name>``. An existing ``last.pt`` there is
+            resumed.
+        results_dir: if given, the final metrics JSON is also written to ``<results_dir>/<run name>.json``.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        FloatingPointError: the loss became NaN/inf (the message names the iteration and value).
+        CheckpointError: ``last.pt`` or ``model.pretrained`` cannot be read or does not fit the model.
+        ValueError: batch size not divisible by ``world_size x accum_steps``; a resumed run whose config differs.
+    """
+    validate(cfg)
+    t = cfg.train
+    with distributed(t.device) as env, contextlib.ExitStack() as cleanup:
+        rank, world, device, master = env.rank, env.world_size, env.device, env.rank == 0
+        # ---------------------------------------------------------------------- batch split and run directory
+        if t.batch_size % (world * t.accum_steps):
+            raise ValueError(f"train.batch_size={t.batch_size} must be divisible by world_size x accum_steps = "
+                             f"{world} x {t.accum_steps}; e.g. set train.accum_steps so that the per-GPU "
+                             f"micro-batch batch_size / (world_size * accum_steps) is an integer")
+        micro = t.batch_size // (world * t.accum_steps)  # per-process micro-batch
+        run_name = cfg.run_name(world)
+        run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / run_name
+        ckpt_path = run_dir / "last.pt"
+        cfg_dict = cfg.to_dict()
+        resume = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+        if resume is not None:  # before anything in the run directory is touched
+            check_resumable(resume.get("config", {}), cfg_dict, ckpt_path)
+        if master:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+            cleanup.enter_context(log_to_file(run_dir / "train.log"))
+
+        # ------------------------------------------------------------------------------------------- device
+        amp_dtype = None
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            if t.amp:
+                amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        channels_last = device.type == "cuda" and t.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+        # ---------------------------------------------------------------------------------------------- data
+        from lemore.data import build_dataset
+
+        train_ds = build_dataset(cfg.data, "train")
+        val_ds = build_dataset(cfg.data, "val")
+        if train_ds.num_classes != cfg.data.num_classes:
+            raise ValueError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.dataset} has "
+                             f"{train_ds.num_classes} classes")
+        class_names = list(train_ds.classes)
+        steps_per_epoch = (len(train_ds) // world) // micro
+        if steps_per_epoch < 1:
+            raise ValueError(f"{len(train_ds)} training samples cannot fill one micro-batch of {micro} on each of "
+                             f"{world} processes; lower train.batch_size")
+        start_iter = int(resume["iteration"]) if resume is not None else 0
+        batches = train_batches(train_ds, micro, seed=t.seed, rank=rank, world_size=world,
+                                start_step=start_iter * t.accum_steps, num_workers=cfg.data.num_workers,
+                                pin_memory=device.type == "cuda")
+        val_loader = eval_loader(val_ds, cfg, rank, world)
+        vis_indices = list(range(min(4, len(val_ds))))
+
+        # --------------------------------------------------------------------------------------------- model
+        # Seeded after the data is built (building may generate the synthetic set). The rank offset makes DDP
+        # replicas differ in dropout; their initial weights are made equal by DDP's broadcast from rank 0.
+        seed_everything(t.seed + rank)
+        model = build_model(cfg)
+        pretrained = None
+        if resume is not None:
+            pretrained = resume.get("pretrained")  # the weights come from last.pt; keep the original report
+        elif cfg.model.pretrained:
+            pretrained = load_pretrained_encoder(model, cfg.model.pretrained)
+        if env.ddp and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # before the optimizer sees the parameters
+        model.to(device, memory_format=memory_format)
+        optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=t.betas,
+                                      fused=device.type == "cuda")
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+        if resume is not None:
+            load_state_dict(model, resume["model"], source=str(ckpt_path))
+            optimizer.load_state_dict(resume["optimizer"])
+            scaler.load_state_dict(resume["scaler"])
+            set_rng_state(resume["rng"], rank)
+            log.info("resumed %s at iteration %d / %d", ckpt_path, start_iter, t.iters)
+        raw_model = model
+        if env.ddp:
+            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        n_params = sum(p.numel() for p in raw_model.parameters())
+
+        # ------------------------------------------------------------------------------------------ tracking
+        wandb_config = {**cfg_dict, "derived": dict(world_size=world, micro_batch=micro, run_name=run_name,
+                                                       params_m=n_params / 1e6, pretrained_load=pretrained)}
+        tracker = Tracker(run_dir, wandb_config, mode=cfg.wandb, name=run_name, group=cfg.data.dataset,
+                          run_id=resume.get("wandb_id") if resume is not None else None, enabled=master)
+        cleanup.callback(tracker.finish)  # also on errors: W&B files are flushed and closed
+
+        def checkpoint(iteration: int) -> None:
+            rng = gather_rng_state(env.ddp, world)  # collective: every rank calls it
+            if master:
+                save_checkpoint(dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+                                     scaler=scaler.state_dict(), iteration=iteration, config=cfg_dict,
+                                     run_name=run_name, world_size=world, rng=rng, wandb_id=tracker.run_id,
+                                     pretrained=pretrained), ckpt_path)
+
+        def run_eval(iteration: int) -> dict[str, Any]:
+            sync_buffers(raw_model, env.ddp)  # every rank evaluates rank 0's BatchNorm statistics
+            metrics = evaluate(raw_model, val_loader, cfg, device=device, class_names=class_names,
+                               amp_dtype=amp_dtype)
+            if master:
+                log.info("iteration %d: %s", iteration, format_metrics(metrics, top=0))
+                tracker.log({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}, step=iteration)
+            if master and tracker.wandb_active:
+                tracker.log_table("val/per_class_iou", ["class", "iou", "acc"],
+                                  [[c, metrics["per_class_iou"][c], metrics["per_class_acc"][c]] for c in class_names],
+                                  step=iteration)
+                tracker.log_images("val/predictions", prediction_strips(raw_model, val_ds, cfg, vis_indices, device),
+                                   step=iteration, captions=[f"val #{i}: image | truth | prediction"
+                                                             for i in vis_indices])
+            return metrics
+
+        # -------------------------------------------------------------------------------------- training loop
+        log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s",
+                 run_name, cfg.model.name, n_params / 1e6, world, t.accum_steps, micro, t.batch_size, t.iters,
+                 device, f" ({amp_dtype})" if amp_dtype else "")
+        from tqdm import tqdm
+
+        pbar = tqdm(total=t.iters, initial=start_iter, disable=not master, dynamic_ncols=True, desc=run_name,
+                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        model.train()
+        it = start_iter
+        loss_window: list[float] = []
+        t_last, it_last = time.perf_counter(), it
+        while it < t.iters:
+            lr = lr_at(it, t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for micro_step in range(t.accum_steps):
+                images, masks = next(batches)
+                images = images.to(device, non_blocking=True, memory_format=memory_format)  # (b, 3, H, W)
+                masks = masks.to(device, non_blocking=True)  # (b, H, W) int64, 255 = ignore
+                if env.ddp:  # all-reduce gradients only on the last micro-batch (nanoGPT)
+                    model.require_backward_grad_sync = micro_step == t.accum_steps - 1
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(images)  # (b, K, H, W)
+                loss = criterion(logits, masks) / t.accum_steps
+                scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            if env.ddp:  # every rank sees the same loss, so every rank stops together on NaN
+                dist.all_reduce(loss_sum)
+                loss_sum /= world
+            loss_value = loss_sum.item()
+            if not math.isfinite(loss_value):
+                pbar.close()
+                kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else ""
+                raise FloatingPointError(f"loss is {loss_value} at iteration {it + 1} (lr {lr:.3g}); stopping "
+                                         f"before the optimizer step{kept}. Lower train.lr or check the data.")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            it += 1
+            loss_window.append(loss_value)
+            pbar.update(1)
+
+            if it % t.log_interval == 0 or it == t.iters:
+                dt = time.perf_counter() - t_last
+                ips = (it - it_last) / max(dt, 1e-9)
+                mean_loss = sum(loss_window) / len(loss_window)
+                pbar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                tracker.log({"train/loss": mean_loss, "train/lr": lr, "train/iter_per_s": ips,
+                             "train/img_per_s": ips * t.batch_size,
+                             "train/epoch": it * t.accum_steps / steps_per_epoch}, step=it)
+                loss_window.clear()
+                t_last, it_last = time.perf_counter(), it
+            if it % t.eval_interval == 0 and it < t.iters:
+                run_eval(it)
+                model.train()
+            if it % t.ckpt_interval == 0 or it == t.iters:
+                checkpoint(it)
+        pbar.close()
+
+        # ------------------------------------------------------------------------------------- final results
+        metrics = run_eval(t.iters)
+        if master:
+            save_checkpoint(dict(model=raw_model.state_dict(), config=cfg_dict, run_name=run_name,
+                                 iteration=t.iters), run_dir / "model.pt")
+            payload = dict(run_name=run_name, config=cfg_dict, metrics=metrics, iteration=t.iters,
+                           world_size=world, params_m=n_params / 1e6, pretrained=pretrained,
+                           checkpoint=str(run_dir / "model.pt"))
+            write_results(run_dir / "metrics.json", **payload)
+            if results_dir is not None:
+                write_results(Path(results_dir) / f"{run_name}.json", **payload)
+            tracker.summary({"final/" + k: v for k, v in metrics.items() if not isinstance(v, dict)})
+            log.info("final %s\nrun directory: %s", format_metrics(metrics), run_dir)
+        tracker.finish()
+        if env.ddp:
+            dist.barrier()  # rank 0 has written everything before any process returns
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------ loss and schedule
+def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel cross-entropy, ignore index 255, mean over all pixels (MMSegmentation's ``avg_non_ignore=False``).
+
+    logits (B, K, H, W), target (B, H, W) int64 -> scalar. Computed in float32 under AMP.
+    """
+    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none").mean()
+
+
+def lr_at(it: int, t: TrainCfg) -> float:
+    """Learning rate of iteration ``it`` (0-based): poly decay, scaled by a linear warm-up.
+
+    mmcv's ``PolyLrUpdaterHook(power, min_lr, warmup="linear", warmup_iters, warmup_ratio)`` as SegFormer uses it:
+    ``poly = (lr - min_lr) * (1 - it / iters) ** power + min_lr``; during warm-up it is multiplied by
+    ``1 - (1 - it / warmup_iters) * (1 - warmup_ratio)``, i.e. it rises linearly from ``warmup_ratio * poly``.
+    """
+    lr = (t.lr - t.min_lr) * (1 - it / t.iters) ** t.poly_power + t.min_lr
+    if it < t.warmup_iters:
+        lr *= 1 - (1 - it / t.warmup_iters) * (1 - t.warmup_ratio)
+    return lr
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: weight decay on weight matrices / kernels only.
+
+    No decay on biases and normalisation parameters (every tensor with ``ndim <= 1``) nor on names the model
+    returns from ``no_weight_decay()`` (timm's convention) -- SegFormer's ``decay_mult=0`` for norms and position
+    embeddings. LeMoRe's frontal/lateral view matrices are learned mixing weights like a 1x1 conv and decay.
+    """
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load ``lemore pretrain``'s encoder weights into ``model``; report (log + warn + return) what did not fit.
+
+    Returns:
+        ``{"path", "loaded", "missing_keys", "unexpected_keys"}`` -- stored in the checkpoint, metrics.json and
+        wandb.config, so a run always says which of its weights came from ImageNet.
+    """
+    if not hasattr(model, "load_encoder_state_dict"):
+        raise ValueError(f"model.pretrained is set but {type(model).__name__} has no load_encoder_state_dict(); "
+                         "encoder weights from `lemore pretrain` fit the LeMoRe models only")
+    state = load_weights(path)
+    missing, unexpected = model.load_encoder_state_dict(state)
+    report = {"path": str(path), "loaded": len(state) - len(unexpected), "missing_keys": list(missing),
+              "unexpected_keys": list(unexpected)}
+    log.info("pretrained encoder %s: %d tensors loaded, %d missing, %d unexpected", path, report["loaded"],
+             len(missing), len(unexpected))
+    if missing or unexpected:
+        msg = (f"pretrained encoder {path}: missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+               f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        warnings.warn(msg, stacklevel=2)
+        log.warning(msg)
+    return report
+
+
+def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path,
+                    allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """Refuse to resume ``path`` with a config that would compute something else (``allowed`` keys may differ)."""
+    a, b = _flatten(_plain(saved)), _flatten(_plain(current))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in allowed)
+    if diff:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
+        raise ValueError(f"cannot resume {path}: the config differs ({shown}). Use another run directory "
+                         f"(out_dir / name) or delete {path} to start over.")
+
+
+# ------------------------------------------------------------------------------------------ data, resumable
+class SeededSamples(Dataset):
+    """``ds[(index, epoch, position)]`` is ``ds[index]`` computed with torch / numpy / python RNGs seeded from
+    ``(seed, epoch, position)`` and restored afterwards: a sample's augmentation depends only on where it sits
+    in the schedule (see the module docstring), not on worker processes or what was loaded before."""
+
+    def __init__(self, ds: Dataset, seed: int):
+        self.ds, self.seed = ds, seed
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        index, epoch, position = key
+        s = np.random.SeedSequence([self.seed, epoch, position]).generate_state(2, dtype=np.uint32)
+        with fork_rng(int(s[0]) << 32 | int(s[1])):
+            return self.ds[index]
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Batches of ``(index, epoch, position)`` for one rank: epoch ``e`` is ``randperm(n)`` seeded by ``(seed, e)``,
+    split round-robin over ranks (equal shares, the remainder dropped) and cut into full micro-batches.
+    ``set_epoch(e, start)`` makes the next iteration yield epoch ``e`` from batch ``start`` on."""
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.per_rank = n // world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        perm = torch.randperm(self.n, generator=g).tolist()
+        positions = range(self.rank, self.per_rank * self.world_size, self.world_size)  # this rank's share
+        mine = [(perm[p], self.epoch, p) for p in positions]
+        for b in range(self.start, len(mine) // self.batch_size):
+            yield mine[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def train_batches(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                  start_step: int = 0, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Any]:
+    """Endless micro-batches of this rank, starting at global micro-step ``start_step`` (resume position)."""
+    sampler = EpochBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world_size=world_size)
+    steps = len(sampler)
+    loader = DataLoader(SeededSamples(ds, seed), batch_sampler=sampler, num_workers=num_workers,
+                        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                        generator=torch.Generator())  # own generator: iterating never touches the global RNG
+    epoch, offset = divmod(start_step, steps)
+    while True:
+        sampler.set_epoch(epoch, offset)
+        yield from loader
+        epoch, offset = epoch + 1, 0
+
+
+# --------------------------------------------------------------------------------------------- RNG states
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def fork_rng(seed: int):
+    """Run a block with torch (CPU), numpy and python RNGs seeded from ``seed``; restore them afterwards."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain containers (loadable with ``weights_only=True``)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached": float(cached)},
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+    }
+
+
+def set_rng_state(states: list[dict[str, Any]], rank: int) -> None:
+    """Restore rank ``rank``'s states (saved per rank by :func:`gather_rng_state`)."""
+    if rank >= len(states):
+        warnings.warn(f"the checkpoint holds RNG states of {len(states)} processes, not of rank {rank}; "
+                      "reseeding (the resumed run is not bit-exact)", stacklevel=2)
+        seed_everything(rank)
+        return
+    s = states[rank]
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def gather_rng_state(ddp: bool, world_size: int) -> list[dict[str, Any]]:
+    """Every rank's RNG states, indexed by rank (a collective under DDP)."""
+    state = rng_state()
+    if not ddp:
+        return [state]
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+def sync_buffers(model: nn.Module, ddp: bool) -> None:
+    """Broadcast rank 0's buffers (BatchNorm statistics) so that all ranks evaluate the same model."""
+    if ddp:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
+# ----------------------------------------------------------------------------------------------- processes
+@dataclass
+class DistEnv:
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+
+@contextlib.contextmanager
+def distributed(device_pref: str = "auto") -> Iterator[DistEnv]:
+    """Set up DDP if torchrun's ``RANK`` is in the environment (nanoGPT), else one process; tear it down after."""
+    if device_pref not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device={device_pref!r}; choose from ['auto', 'cpu', 'cuda']")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device='cuda' but CUDA is not available; use train.device=auto or cpu")
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    ddp = int(os.environ.get("RANK", "-1")) != -1
+    started = False
+    if ddp:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        world = int(os.environ["WORLD_SIZE"])
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            started = True
+    else:
+        rank = local_rank = 0
+        world = 1
+        device = torch.device("cuda") if use_cuda else torch.device("cpu")
+    try:
+        yield DistEnv(ddp, rank, local_rank, world, device)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------- misc
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Also write the ``lemore`` log (INFO and up) to ``path`` for the duration of the block."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        handler.close()
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+    return out
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASET_NAMES, help="recipe to start from (default: synthetic, or the "
+                   "config file's data.dataset)")
+    p.add_argument("--config", type=Path, help="YAML file with a RunCfg-shaped mapping (e.g. params.yaml)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. --set train.iters=1000 data.root=/data/ade (repeatable)")
+    p.add_argument("--run-dir", type=Path, help="run directory (default: <out_dir>/<run name>); resumes last.pt")
+    p.add_argument("--results-dir", type=Path, help="also write <results-dir>/<run name>.json")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    cfg = load(args.config, dataset=args.dataset, overrides=args.set)
+    train(cfg, run_dir=args.run_dir, results_dir=args.results_dir)
+    return 0
