@@ -376,6 +376,16 @@ class LeMoRe(nn.Module):
             y = y + F.interpolate(f, size, mode="bilinear", align_corners=False)
         return self.classifier(self.head(y))  # (B, K, H/8, W/8)
 
+    def fuse_for_inference(self) -> nn.Module:
+        """An eval-mode copy with BatchNorm and the nested-attention branches folded (same outputs, faster).
+
+        See :func:`lemore.models.fuse.fuse_for_inference`; ``self`` is left as it is (keep it for training
+        and checkpoints: the copy's state_dict keys differ).
+        """
+        from lemore.models.fuse import fuse_for_inference
+
+        return fuse_for_inference(self)
+
     def load_encoder_state_dict(self, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
         """Load ``backbone.*`` weights from the ImageNet classifier, resampling the view matrices.
 

@@ -1,0 +1,132 @@
+"""ONNX export: every registered model runs in ONNX Runtime with PyTorch's outputs."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import lemore
+from lemore.cli import main as cli
+from lemore.export import build_model, export_onnx, max_abs_diff, ort_session, run_onnx
+from lemore.models.fuse import fuse_for_inference
+
+SIZE = (64, 64)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tracing runs thousands of tiny ops: thread hand-offs cost more than they save (2-3x on 2 shared cores)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _trained_bn(model, size=SIZE):
+    """A few training-mode forwards so that BatchNorm running statistics are not the identity."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, *size) * 2 + 0.5)
+    return model.eval()
+
+
+def _tol(ref: np.ndarray) -> float:
+    return 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("name", lemore.list_models())
+def test_onnx_runtime_matches_pytorch(name, tmp_path):
+    model = _trained_bn(build_model(name, 10, SIZE))
+    path = export_onnx(model, tmp_path / f"{name}.onnx", SIZE)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in proto.graph.input] == ["image"] and [o.name for o in proto.graph.output] == ["logits"]
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = run_onnx(ort_session(path, threads=1), x)
+    assert out.shape == ref.shape == ((1, 10) if name == "lemore_cls" else (1, 10, *SIZE))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=_tol(ref))
+
+
+def test_fused_export_matches_the_trained_model(tmp_path):
+    """--fuse exports a different graph (BN folded, branches folded) with the original model's outputs."""
+    size = (64, 128)  # not square, and not the 512x512 lemore was built for: exercises the view resampling
+    model = _trained_bn(lemore.create_model("lemore", num_classes=7), size)
+    path = export_onnx(fuse_for_inference(model), tmp_path / "fused.onnx", size)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(run_onnx(ort_session(path), x), ref, rtol=1e-4, atol=_tol(ref))
+    n_bn = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(path)).graph.node)
+    assert n_bn == 0
+
+
+def test_logits_export_is_at_decoder_stride(tmp_path):
+    model = _trained_bn(build_model("lemore_tf", 5, (64, 128)), (64, 128))
+    path = export_onnx(model, tmp_path / "l.onnx", (64, 128), logits=True)
+    x = torch.randn(1, 3, 64, 128)
+    out = run_onnx(ort_session(path), x)
+    assert out.shape == (1, 5, 8, 16)
+    assert max_abs_diff(model, path, x, logits=True) < 1e-4
+
+
+@pytest.mark.slow  # 10-25 s on a 2-core CPU: torch.export tracing
+def test_dynamo_exporter(tmp_path):
+    """The torch.export-based exporter (the upstream default) also gives PyTorch's outputs."""
+    model = _trained_bn(build_model("lemore_t", 4, SIZE))
+    path = export_onnx(model, tmp_path / "d.onnx", SIZE, exporter="dynamo")
+    assert not list(tmp_path.glob("*.data"))  # one self-contained file
+    assert max_abs_diff(model, path, torch.randn(1, 3, *SIZE)) < 1e-4
+
+
+def test_export_cli(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert cli(["export", "--model", "lemore_star", "--num-classes", "3", "--size", "64", "128", "--out", str(out),
+                "--fuse", "--check"]) == 0
+    text = capsys.readouterr().out
+    assert "max |ONNX Runtime - PyTorch|" in text and out.exists()
+    sess = ort_session(out)
+    assert sess.get_inputs()[0].shape == [1, 3, 64, 128] and sess.get_outputs()[0].shape == [1, 3, 64, 128]
+
+
+def test_export_cli_rejects_unknown_model_and_old_opset(tmp_path):
+    with pytest.raises(SystemExit, match="unknown model"):
+        cli(["export", "--model", "lemore_xl", "--out", str(tmp_path / "x.onnx")])
+    with pytest.raises(ValueError, match="opset 16"):
+        export_onnx(build_model("lemore_t", 2, SIZE), tmp_path / "x.onnx", SIZE, opset=16)
+
+
+def test_export_refuses_what_it_would_export_wrongly(tmp_path):
+    # sizes not divisible by 64: adaptive pooling with unequal windows (torch.onnx gets it wrong or fails)
+    with pytest.raises(ValueError, match=r"divisible by 64.*pad the input to \(128, 192\)"):
+        export_onnx(build_model("lemore", 2, (96, 160)), tmp_path / "x.onnx", (96, 160))
+    # an unfused LeMoRe traced away from its build size would resample its view matrices inside the graph
+    with pytest.raises(ValueError, match="build it for"):
+        export_onnx(lemore.create_model("lemore_tf", num_classes=2, img_size=64), tmp_path / "x.onnx", (128, 128))
+
+
+def test_latency_comparison_runs_every_case_and_states_its_protocol():
+    """The engine behind benchmarks/latency.py and `lemore profile --compare`, on tiny inputs."""
+    from lemore.profiling import compare_latency, compare_to_markdown
+
+    models = (("lemore_t", (64, 64)), ("lraspp_mobilenet_v3_large", (64, 64)))
+    result = compare_latency(models, num_classes=3, backends=("ort", "eager"), threads=(1,), runs=2, warmup=0,
+                             logits=True, log=lambda msg: None)
+    cases = {(r["backend"], r["output"], r["model"], r["variant"]) for r in result["results"]}
+    for name, _ in models:
+        assert {("ort", "output", name, v) for v in ("reference", "fused")} <= cases
+        assert {("eager", "output", name, v) for v in ("reference", "fused", "fused_cl")} <= cases
+        assert ("ort", "logits", name, "fused") in cases and ("eager", "logits", name, "fused_cl") in cases
+    assert all(r["median_ms"] > 0 and r["p10_ms"] <= r["p90_ms"] for r in result["results"])
+    headline = result["summary"]["ort, 1 thread | output"]
+    assert headline["lraspp_mobilenet_v3_large"]["ratio"] == 1.0
+    assert headline["lemore_t"]["ratio"] > 0 and headline["fastest"] in ("lemore_t", "lraspp_mobilenet_v3_large")
+    proto = result["protocol"]
+    for key in ("cpu", "cores", "torch", "onnxruntime", "ort_graph_optimization", "threads", "latency", "output"):
+        assert proto[key], key
+    assert "ORT_ENABLE_ALL" in proto["ort_graph_optimization"] and "2 timed runs" in proto["latency"]
+    md = compare_to_markdown(result)
+    assert "| lemore_t | 64x64 |" in md and "ort, 1 thread" in md and "## Protocol" in md
