@@ -7,14 +7,20 @@
   plain containers/scalars unpickle; anything else (a pickled class, a ``__reduce__`` payload) is refused.
   Every object we save (RNG states included) is therefore converted to tensors / lists / dicts first.
 * Encoder weights from ``lemore pretrain`` are ``.safetensors`` (no pickle at all) or weights-only ``.pt``.
+* A write that fails (disk full, read-only file system) raises :class:`WriteError` naming the file and saying
+  that the previous version is intact; :func:`check_writable` and :func:`check_free_space` let a run find out
+  before it starts, and :func:`remove_stale_temp_files` clears the temp files a killed writer leaves behind.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lemore.faults import maybe_fault
 from lemore.metrics import jsonable
 
 
@@ -30,24 +37,98 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, is unsafe, or does not fit the model."""
 
 
+class WriteError(OSError):
+    """A file or folder that cannot be written (disk full, read-only, not a folder); keeps the ``errno``."""
+
+
 # ------------------------------------------------------------------------------------------------- writing
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``)."""
+#: Temp files of :func:`atomic_write_bytes` / :func:`check_writable`: ``.<target name>.<8 random chars>.tmp``
+#: (``tempfile.mkstemp``'s names). Only a writer killed between writing and renaming leaves one behind.
+_TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fault_key: str | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``).
+
+    Raises:
+        WriteError: the folder cannot be created or the file cannot be written (the message names the file
+            and says that the previous version, if any, is untouched); no temp file is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory: os.replace is only atomic within one file system.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same directory: os.replace is only atomic within one file system.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        maybe_fault("write", fault_key or path.name)  # tests: a kill / ENOSPC between the write and the rename
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            kept = f"the previous {path.name} is intact" if path.is_file() else f"{path.name} was not written"
+            raise WriteError(e.errno, f"cannot write {str(path)!r} ({e.strerror or e}); {kept}. Free space "
+                             "or choose a writable folder (out_dir / --run-dir / --results-dir)") from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def check_writable(directory: str | os.PathLike, what: str = "folder") -> Path:
+    """Create ``directory`` if needed and prove that a file can be written there (a probe, removed at once).
+
+    A run calls this for its run and results folders before it trains, so a read-only or mistyped folder
+    fails in a second, not after hours of training. (``os.access`` is not enough: it says yes to root on a
+    read-only mount, and to anyone on a folder whose disk is full.)
+
+    Raises:
+        WriteError: naming the folder, what it is for, and the reason.
+    """
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=d)
+        try:
+            os.write(fd, b"lemore")
+            os.fsync(fd)
+            maybe_fault("probe", d.name)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise WriteError(e.errno, f"the {what} {str(d)!r} is not writable ({e.strerror or e}); nothing was "
+                         "run. Choose another folder or fix its permissions / mount") from e
+    return d
+
+
+def check_free_space(directory: str | os.PathLike, need_bytes: int, what: str = "checkpoints") -> None:
+    """Raise :class:`WriteError` (ENOSPC) when the file system of ``directory`` has less than ``need_bytes``."""
+    free = shutil.disk_usage(directory).free
+    if free < need_bytes:
+        raise WriteError(errno.ENOSPC, f"only {free / 2**20:.1f} MiB free under {str(directory)!r}, but the "
+                         f"{what} need about {need_bytes / 2**20:.1f} MiB; free some space before training")
+
+
+def remove_stale_temp_files(directory: str | os.PathLike, target: str | None = None) -> list[Path]:
+    """Delete the temp files a killed writer left in ``directory`` (all of them, or only those of ``target``).
+
+    Call it only where no other process is writing (a run's own folder, or ``target`` = this run's file):
+    another writer's temp file in flight would be deleted under it.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        m = _TEMP_FILE.match(p.name)
+        if m and p.is_file() and (target is None or m["target"] == target):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -80,7 +161,8 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to save {str(path)!r}: it holds objects a weights-only load rejects "
                               f"(convert them to tensors/plain containers first): {e}") from None
-    return atomic_write_bytes(path, buf.getvalue())
+    key = f"{Path(path).name}@{obj['iteration']}" if "iteration" in obj else None
+    return atomic_write_bytes(path, buf.getvalue(), fault_key=key)
 
 
 # ------------------------------------------------------------------------------------------------- reading

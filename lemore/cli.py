@@ -3,12 +3,18 @@
 Each sub-command lives in the module that does the work; that module defines
 ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported only when their command
 runs, so ``python -m lemore profile`` does not import the data pipeline.
+
+Errors that bad input causes (a bad config value, a missing or malformed dataset, an unreadable or unsafe
+checkpoint, a folder that cannot be written, a missing file, a NaN loss) are printed as one line,
+``lemore <command>: error: <message>``, with exit status 1; anything else is a bug and keeps its traceback.
+``LEMORE_TRACEBACK=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -36,4 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser(argv[0], help=COMMANDS[argv[0]][1], description=COMMANDS[argv[0]][1])
     module.add_cli_arguments(p)
     args = parser.parse_args(argv)
-    return int(module.cli_main(args) or 0)
+    try:
+        return int(module.cli_main(args) or 0)
+    except Exception as e:
+        if not _is_input_error(e) or os.environ.get("LEMORE_TRACEBACK"):
+            raise
+        print(f"lemore {argv[0]}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _is_input_error(e: Exception) -> bool:
+    """Errors whose message says what to fix (the modules are imported already when one is raised)."""
+    from lemore.checkpoint import CheckpointError, WriteError
+    from lemore.config import ConfigError
+
+    kinds: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, WriteError, FileNotFoundError,
+                                              FloatingPointError)
+    data = sys.modules.get("lemore.data.io")
+    if data is not None:
+        kinds += (data.DatasetError,)
+    return isinstance(e, kinds)

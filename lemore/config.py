@@ -13,6 +13,7 @@ checkpoint and in ``wandb.config``, so a run always says exactly what it did.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -21,6 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class ConfigError(Exception):
+    """A bad run configuration; the message names the key, the value and the valid choices. Raised as one of
+    the subclasses below, which are also the built-in errors a caller may expect (KeyError, TypeError,
+    ValueError), so ``except ValueError`` keeps working and ``except ConfigError`` catches them all."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    def __str__(self) -> str:  # KeyError would show the message in quotes, as a repr
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    pass
+
+
+class ConfigValueError(ConfigError, ValueError):
+    pass
+
 
 #: Environment variable naming the folder that holds every dataset (one sub-folder per dataset, see
 #: ``DEFAULT_SUBDIRS``). ``data.root`` overrides it for one run.
@@ -164,7 +185,7 @@ DATASET_NAMES = tuple(RECIPES)
 def recipe(dataset: str) -> RunCfg:
     """The paper's recipe for ``dataset`` (a fresh copy: mutate freely)."""
     if dataset not in RECIPES:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(RECIPES)}")
+        raise ConfigValueError(f"unknown dataset {dataset!r}; choose from {sorted(RECIPES)}")
     base = RECIPES[dataset]
     return RunCfg(data=replace(base.data), model=replace(base.model), train=replace(base.train),
                   wandb=base.wandb, out_dir=base.out_dir, name=base.name)
@@ -177,7 +198,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         typ = eval(typ, {"tuple": tuple, "int": int, "float": float, "str": str, "bool": bool})  # noqa: S307
     origin = typing.get_origin(typ)
     if isinstance(value, str) and (typ is not str) and origin is not types.UnionType:
-        value = yaml.safe_load(value) if value.strip() else value
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            raise ConfigTypeError(f"bad value {value!r} for {key}: not a YAML scalar or list "
+                                  f"(type {getattr(typ, '__name__', typ)})") from None
         if isinstance(value, str) and typ in (int, float):
             try:  # PyYAML (YAML 1.1) reads "3e-4" as a string
                 value = float(value)
@@ -209,7 +234,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 raise TypeError("expected a string")
             return str(value)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"bad value {value!r} for {key}: {e} (type {getattr(typ, '__name__', typ)})") from None
+        raise ConfigTypeError(f"bad value {value!r} for {key}: {e} (type {getattr(typ, '__name__', typ)})") from None
     return value
 
 
@@ -222,11 +247,11 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
         if part not in names:
             where = ".".join(parts[:i]) or "the top level"
             valid = sorted(f"{'.'.join(parts[:i] + [n])}" for n in names)
-            raise KeyError(f"unknown config key {key!r} (no {part!r} in {where}); valid keys: {valid}")
+            raise ConfigKeyError(f"unknown config key {key!r} (no {part!r} in {where}); valid keys: {valid}")
         f = names[part]
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(obj, part)):
-                raise KeyError(f"{key!r} is a section; set one of its keys, e.g. {key}.{fields(getattr(obj, part))[0].name}")
+                raise ConfigKeyError(f"{key!r} is a section; set one of its keys, e.g. {key}.{fields(getattr(obj, part))[0].name}")
             setattr(obj, part, _coerce(value, f.type, key))
         else:
             obj = getattr(obj, part)
@@ -256,24 +281,28 @@ def load(
         overrides: ``{"train.lr": 3e-4}`` or ``["train.lr=3e-4"]``; every key and type is checked.
 
     Raises:
-        ValueError: unknown dataset (the message lists the valid ones).
-        KeyError: unknown key (the message lists the valid keys at that level).
-        TypeError: a value of the wrong type (the message names the key, the value and the type).
+        ConfigValueError (a ValueError): unknown dataset (the message lists the valid ones), invalid YAML.
+        ConfigKeyError (a KeyError): unknown key (the message lists the valid keys at that level).
+        ConfigTypeError (a TypeError): a value of the wrong type (the message names the key, the value and the
+            type).
     """
     file_values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:  # its own message says '<unicode string>', not which file
+            raise ConfigValueError(f"config file {str(p)!r} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
-            raise TypeError(f"config file {str(p)!r} must hold a mapping, got {type(loaded).__name__}")
+            raise ConfigTypeError(f"config file {str(p)!r} must hold a mapping, got {type(loaded).__name__}")
         file_values = _flatten(loaded)
     if isinstance(overrides, list):
         pairs = {}
         for item in overrides:
             if "=" not in item:
-                raise ValueError(f"override {item!r} must look like key=value, e.g. train.lr=3e-4")
+                raise ConfigValueError(f"override {item!r} must look like key=value, e.g. train.lr=3e-4")
             k, v = item.split("=", 1)
             pairs[k.strip()] = v
         overrides = pairs
@@ -282,7 +311,7 @@ def load(
     cfg = recipe(str(name))
     for key, value in {**file_values, **overrides}.items():
         if key == "data.dataset" and value != name:
-            raise ValueError(f"data.dataset={value!r} conflicts with dataset={name!r}")
+            raise ConfigValueError(f"data.dataset={value!r} conflicts with dataset={name!r}")
         set_key(cfg, key, value)
     validate(cfg)
     return cfg
@@ -292,17 +321,19 @@ def validate(cfg: RunCfg) -> None:
     """Invariants that would otherwise fail far into a run."""
     t, d = cfg.train, cfg.data
     if d.eval_mode not in ("whole", "slide"):
-        raise ValueError(f"data.eval_mode={d.eval_mode!r}; choose from ['slide', 'whole']")
+        raise ConfigValueError(f"data.eval_mode={d.eval_mode!r}; choose from ['slide', 'whole']")
     if cfg.wandb not in ("offline", "online", "disabled"):
-        raise ValueError(f"wandb={cfg.wandb!r}; choose from ['disabled', 'offline', 'online']")
+        raise ConfigValueError(f"wandb={cfg.wandb!r}; choose from ['disabled', 'offline', 'online']")
     if t.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device={t.device!r}; choose from ['auto', 'cpu', 'cuda']")
+        raise ConfigValueError(f"train.device={t.device!r}; choose from ['auto', 'cpu', 'cuda']")
     for key, v in (("train.iters", t.iters), ("train.batch_size", t.batch_size), ("train.accum_steps", t.accum_steps),
                    ("data.num_classes", d.num_classes)):
         if v < 1:
-            raise ValueError(f"{key}={v} must be >= 1")
+            raise ConfigValueError(f"{key}={v} must be >= 1")
+    if not (math.isfinite(t.lr) and t.lr >= 0):
+        raise ConfigValueError(f"train.lr={t.lr} must be a finite number >= 0")
     if min(d.crop_size) < 64:
-        raise ValueError(f"data.crop_size={d.crop_size}: LeMoRe pools to 1/64, use at least 64x64")
+        raise ConfigValueError(f"data.crop_size={d.crop_size}: LeMoRe pools to 1/64, use at least 64x64")
 
 
 def to_yaml(cfg: RunCfg) -> str:

@@ -3,11 +3,18 @@
 * ``cfg.wandb = "offline"`` (default): the W&B run lives under the run directory
   (``<run_dir>/wandb/offline-run-*/run-<id>.wandb``) and needs no network; ``wandb sync <that dir>`` uploads
   it later. ``"online"`` streams to the server the user has configured (``wandb login`` / ``WANDB_API_KEY``);
-  ``"disabled"`` turns W&B off. The ``WANDB_MODE`` environment variable, when set, wins (W&B's own rule).
+  ``"disabled"`` turns W&B off. The mode is passed to ``wandb.init``, so it wins over ``WANDB_MODE``.
 * Runs are named by the run name and grouped by dataset, so a W&B table row, the run directory and the
   results JSON share one key.
 * W&B is never allowed to stop training: any failure (import, init, log, finish) is reported once with
-  ``warnings.warn`` and one log line, and the tracker goes on writing ``metrics.jsonl`` only.
+  ``warnings.warn`` and one log line, and the tracker goes on writing ``metrics.jsonl`` only. An ``"online"``
+  run that cannot start (no API key, no network: ``wandb.init`` gives up after ``WANDB_INIT_TIMEOUT``
+  seconds, 90 by default; W&B reads its environment variables once per process) falls back to an offline run in
+  the run directory, so nothing is lost from W&B either: ``wandb sync <run_dir>/wandb/offline-run-*`` uploads it
+  later. The final results are written before ``finish()``, so a W&B upload that hangs there loses nothing.
+* ``metrics.jsonl`` can be cut back to a byte offset (``truncate_at``): a resumed run restores it to what it held
+  when its checkpoint was written (:meth:`Tracker.offset`), so lines that a killed attempt logged after its last
+  checkpoint do not appear twice.
 * Only rank 0 tracks (``enabled=False`` on the other DDP ranks makes every call a no-op).
 
 :func:`read_offline_run` reads a ``.wandb`` file back without network or W&B service (tests use it).
@@ -47,6 +54,7 @@ class Tracker:
         run_id: W&B run id; pass the saved one when resuming so the same W&B run continues.
         enabled: False on non-zero DDP ranks.
         job_type: "train" | "eval" | "pretrain".
+        truncate_at: cut ``metrics.jsonl`` to this many bytes first (0: start it over); None appends.
     """
 
     def __init__(
@@ -60,6 +68,7 @@ class Tracker:
         run_id: str | None = None,
         enabled: bool = True,
         job_type: str = "train",
+        truncate_at: int | None = None,
     ):
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode {mode!r}; choose from ['disabled', 'offline', 'online']")
@@ -68,33 +77,45 @@ class Tracker:
         self.run = None
         self.run_id = run_id
         self._jsonl = None
+        self._wandb = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        jsonl = self.run_dir / "metrics.jsonl"
+        if truncate_at is not None and jsonl.is_file() and jsonl.stat().st_size > truncate_at:
+            os.truncate(jsonl, truncate_at)
         # Kept open for the run (closed in finish); line-buffered so that a killed run keeps every line.
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._jsonl = open(jsonl, "a", buffering=1)  # noqa: SIM115
         if mode == "disabled":
             return
+        init = dict(dir=str(self.run_dir), project=os.environ.get(WANDB_PROJECT_ENV, DEFAULT_PROJECT), name=name,
+                    group=group, job_type=job_type, config=jsonable(dict(config)),
+                    reinit="finish_previous")  # several runs in one process (tests, notebooks)
         try:
             import wandb
 
             self._wandb = wandb
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(
-                dir=str(self.run_dir),
-                mode=mode,
-                project=os.environ.get(WANDB_PROJECT_ENV, DEFAULT_PROJECT),
-                name=name,
-                group=group,
-                job_type=job_type,
-                id=run_id,
-                resume="allow" if run_id else None,
-                config=jsonable(dict(config)),
-                reinit="finish_previous",  # several runs in one process (tests, notebooks)
-            )
+            self.run = wandb.init(mode=mode, id=run_id, resume="allow" if run_id else None, **init)
             self.run_id = self.run.id
         except Exception as e:  # noqa: BLE001 - W&B must never stop training
-            self._fail("init", e)
+            if mode != "online" or self._wandb is None:  # not importable: nothing to fall back to
+                self._fail("init", e)
+                return
+            try:  # a new offline run: an online run id may not exist offline, and vice versa
+                self.run = self._wandb.init(mode="offline", **init)
+                self.run_id = self.run.id
+                self._warn(f"W&B online init failed ({type(e).__name__}: {_first_line(e)}); training goes on with "
+                           f"an offline W&B run: `wandb sync {self.run_dir / 'wandb'}/offline-run-*` uploads it")
+            except Exception as e2:  # noqa: BLE001
+                self._fail("init", e2)
+
+    def offset(self) -> int:
+        """Bytes in ``metrics.jsonl`` so far (every line is flushed); pass it back as ``truncate_at`` on resume."""
+        if self._jsonl is None:
+            return 0
+        self._jsonl.flush()
+        return os.fstat(self._jsonl.fileno()).st_size
 
     @property
     def wandb_active(self) -> bool:
@@ -159,16 +180,23 @@ class Tracker:
             self._jsonl.close()
             self._jsonl = None
 
-    def _fail(self, what: str, e: Exception) -> None:
-        msg = f"W&B {what} failed ({type(e).__name__}: {e}); training goes on, metrics.jsonl is still written"
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    def _warn(self, msg: str) -> None:
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
         log.warning(msg)
+
+    def _fail(self, what: str, e: Exception) -> None:
+        self._warn(f"W&B {what} failed ({type(e).__name__}: {e}); training goes on, metrics.jsonl is still written")
         if self.run is not None and what != "finish":
             try:
                 self.run.finish(exit_code=1)
             except Exception as e2:  # noqa: BLE001 - already failing; the first error is the one reported
                 log.debug("W&B finish after a failure also failed: %s", e2)
         self.run = None
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _scalar(v: Any) -> Any:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lemore.config import RunCfg
+from lemore.config import ConfigValueError, RunCfg
+from lemore.faults import maybe_fault
 from lemore.metrics import IGNORE_INDEX, ConfusionMatrix
 
 log = logging.getLogger("lemore")
@@ -52,7 +53,7 @@ def build_model(cfg: RunCfg) -> nn.Module:
     from lemore.registry import MODELS, create_model
 
     if cfg.model.name not in MODELS:
-        raise ValueError(f"unknown model.name {cfg.model.name!r}; choose from {sorted(MODELS)}")
+        raise ConfigValueError(f"unknown model.name {cfg.model.name!r}; choose from {sorted(MODELS)}")
     kwargs: dict[str, Any] = {}
     if "img_size" in inspect.signature(MODELS[cfg.model.name]).parameters:
         kwargs["img_size"] = tuple(cfg.data.crop_size)
@@ -165,6 +166,7 @@ def evaluate(
         from tqdm import tqdm
 
         loader = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    n_batches = 0
     try:
         for image, mask in loader:
             image = image.to(device, non_blocking=True)  # (B, 3, h, w)
@@ -173,6 +175,8 @@ def evaluate(
                 logits = inference(model, image, cfg, out_size=mask.shape[-2:])  # (B, K, H, W)
             cm.update(mask, logits.argmax(1))
             n_images += image.shape[0]
+            n_batches += 1
+            maybe_fault("eval", n_batches)  # tests: a kill in the middle of an evaluation (lemore.faults)
     finally:
         model.train(was_training)
     cm.all_reduce()
@@ -259,7 +263,7 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from lemore.checkpoint import load_checkpoint, load_state_dict, load_weights
+    from lemore.checkpoint import check_writable, load_checkpoint, load_state_dict, load_weights
     from lemore.config import load
     from lemore.data import build_dataset
     from lemore.tracking import write_results
@@ -286,6 +290,10 @@ def cli_main(args: argparse.Namespace) -> int:
             cfg = load(dataset=saved["data"]["dataset"], overrides=_flat(saved) | _pairs(args.set))
     model = build_model(cfg)
     load_state_dict(model, load_weights(ckpt), source=str(ckpt))
+    out = args.out or out_dir / "eval.json"
+    check_writable(out.parent, "output folder")  # before the evaluation, not after it
+    if args.results_dir is not None:
+        check_writable(args.results_dir, "results folder")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     model.to(device)
     ds = build_dataset(cfg.data, "val")
@@ -293,7 +301,7 @@ def cli_main(args: argparse.Namespace) -> int:
     print(format_metrics(metrics))
     run_name = cfg.run_name() if args.run_dir is None else args.run_dir.name
     payload = dict(run_name=run_name, config=cfg.to_dict(), metrics=metrics, checkpoint=str(ckpt))
-    out = write_results(args.out or out_dir / "eval.json", **payload)
+    out = write_results(out, **payload)
     log.info("wrote %s", out)
     if args.results_dir is not None:
         log.info("wrote %s", write_results(args.results_dir / f"{run_name}.json", **payload))

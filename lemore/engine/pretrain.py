@@ -46,19 +46,27 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from lemore.checkpoint import atomic_write_bytes, load_checkpoint, load_state_dict, save_checkpoint
-from lemore.config import DataCfg
+from lemore.checkpoint import (
+    atomic_write_bytes,
+    check_free_space,
+    check_writable,
+    load_state_dict,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from lemore.config import ConfigValueError, DataCfg
 from lemore.engine.train import (
-    check_resumable,
     distributed,
     gather_rng_state,
     log_to_file,
     param_groups,
+    read_resume_checkpoint,
     seed_everything,
     set_rng_state,
     sync_buffers,
     train_batches,
 )
+from lemore.faults import maybe_fault
 from lemore.tracking import Tracker, write_results
 
 log = logging.getLogger("lemore")
@@ -115,20 +123,25 @@ def load_pretrain_cfg(path: str | os.PathLike | None = None, overrides: list[str
                       **values: Any) -> PretrainCfg:
     """:class:`PretrainCfg` from defaults, an optional flat YAML mapping, ``values`` and ``key=value`` overrides
     (type-checked like ``lemore.config.load``)."""
-    from lemore.config import set_key  # the same type-checked setter the run config uses
+    from lemore.config import ConfigTypeError, set_key  # the run config's type-checked setter
 
     cfg = PretrainCfg()
     items: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigValueError(f"config file {str(path)!r} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
-            raise TypeError(f"config file {str(path)!r} must hold a mapping of PretrainCfg fields")
+            raise ConfigTypeError(f"config file {str(path)!r} must hold a mapping of PretrainCfg fields")
         items.update(loaded)
     items.update(values)
     if isinstance(overrides, list):
         for item in overrides:
             if "=" not in item:
-                raise ValueError(f"override {item!r} must look like key=value, e.g. batch_size=256")
+                raise ConfigValueError(f"override {item!r} must look like key=value, e.g. batch_size=256")
             k, v = item.split("=", 1)
             items[k.strip()] = v
     else:
@@ -136,10 +149,10 @@ def load_pretrain_cfg(path: str | os.PathLike | None = None, overrides: list[str
     for k, v in items.items():
         set_key(cfg, k, v)
     if cfg.wandb not in ("offline", "online", "disabled"):
-        raise ValueError(f"wandb={cfg.wandb!r}; choose from ['disabled', 'offline', 'online']")
+        raise ConfigValueError(f"wandb={cfg.wandb!r}; choose from ['disabled', 'offline', 'online']")
     for k in ("epochs", "batch_size", "accum_steps", "img_size", "num_classes", "log_interval"):
         if getattr(cfg, k) < 1:
-            raise ValueError(f"{k}={getattr(cfg, k)} must be >= 1")
+            raise ConfigValueError(f"{k}={getattr(cfg, k)} must be >= 1")
     return cfg
 
 
@@ -161,20 +174,16 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
     with distributed(cfg.device) as env, contextlib.ExitStack() as cleanup:
         rank, world, device, master = env.rank, env.world_size, env.device, env.rank == 0
         if cfg.batch_size % (world * cfg.accum_steps):
-            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by world_size x accum_steps = "
-                             f"{world} x {cfg.accum_steps}")
+            raise ConfigValueError(f"batch_size={cfg.batch_size} must be divisible by world_size x accum_steps = "
+                                   f"{world} x {cfg.accum_steps}")
         micro = cfg.batch_size // (world * cfg.accum_steps)
         run_name = cfg.run_name(world)
         run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / run_name
         ckpt_path = run_dir / "last.pt"
         cfg_dict = asdict(cfg)
-        resume = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
-        if resume is not None:
-            check_resumable(resume.get("config", {}), cfg_dict, ckpt_path, allowed=RESUMABLE_KEYS)
-        if master:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(_plain(cfg_dict), sort_keys=False).encode())
-            cleanup.enter_context(log_to_file(run_dir / "train.log"))
+        # Preflight as in ``train``: bad input fails before the run directory is touched (see there).
+        run_log = cleanup.enter_context(log_to_file(None)) if master else None
+        resume = read_resume_checkpoint(ckpt_path, cfg_dict, allowed=RESUMABLE_KEYS)
         amp_dtype = None
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -193,7 +202,7 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
                                                                                round(cfg.img_size / 0.875)))
         steps_per_epoch = (len(train_ds) // world) // micro  # micro-batches per epoch and rank
         if steps_per_epoch < cfg.accum_steps:
-            raise ValueError(f"{len(train_ds)} training images cannot fill one batch of {cfg.batch_size}")
+            raise ConfigValueError(f"{len(train_ds)} training images cannot fill one batch of {cfg.batch_size}")
         iters_per_epoch = steps_per_epoch // cfg.accum_steps
         total = cfg.iters if cfg.iters > 0 else cfg.epochs * iters_per_epoch
         warmup = min(round(cfg.warmup_epochs * iters_per_epoch), total // 2)
@@ -213,7 +222,7 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
         seed_everything(cfg.seed + rank)
         model = lemore.create_model(cfg.model, num_classes=cfg.num_classes, img_size=cfg.img_size)
         if not hasattr(model, "encoder_state_dict"):
-            raise ValueError(f"model {cfg.model!r} has no encoder_state_dict(); pretraining is for lemore_cls")
+            raise ConfigValueError(f"model {cfg.model!r} has no encoder_state_dict(); pretraining is for lemore_cls")
         if env.ddp and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device, memory_format=memory_format)
@@ -229,10 +238,24 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
         raw_model = model
         if env.ddp:
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if master:  # the run directory: writable, room for checkpoints, no stale temp files (see ``train``)
+            check_writable(run_dir, "run directory")
+            if results_dir is not None:
+                check_writable(results_dir, "results folder")
+            check_free_space(run_dir, 8 * sum(p.numel() * p.element_size() for p in raw_model.parameters()) + 2**20,
+                             "checkpoints of this run")
+            stale = remove_stale_temp_files(run_dir)
+            if results_dir is not None:
+                stale += remove_stale_temp_files(results_dir, f"{run_name}.json")
+            atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(_plain(cfg_dict), sort_keys=False).encode())
+            run_log.open(run_dir / "train.log")
+            for path in stale:
+                log.info("removed %s, left by an interrupted write", path)
         tracker = Tracker(run_dir, {**cfg_dict, "derived": dict(world_size=world, micro_batch=micro, lr=base_lr,
                                                                   iters=total, warmup_iters=warmup)},
                           mode=cfg.wandb, name=run_name, group="imagenet", job_type="pretrain",
-                          run_id=resume.get("wandb_id") if resume is not None else None, enabled=master)
+                          run_id=resume.get("wandb_id") if resume is not None else None, enabled=master,
+                          truncate_at=resume.get("metrics_offset") if resume is not None else 0)
         cleanup.callback(tracker.finish)
 
         def run_eval(iteration: int) -> dict[str, Any]:
@@ -277,6 +300,7 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
                 pbar.close()
                 raise FloatingPointError(f"loss is {loss_value} at iteration {it + 1} (lr {lr:.3g}); stopping; the "
                                          f"last good checkpoint is {ckpt_path}. Lower lr.")
+            maybe_fault("step", it + 1)  # tests: a kill between backward and the optimizer step (lemore.faults)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -298,7 +322,8 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
                 if master:
                     save_checkpoint(dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                          scaler=scaler.state_dict(), iteration=it, config=cfg_dict, run_name=run_name,
-                                         world_size=world, rng=rng, wandb_id=tracker.run_id), ckpt_path)
+                                         world_size=world, rng=rng, wandb_id=tracker.run_id,
+                                         metrics_offset=tracker.offset()), ckpt_path)
         pbar.close()
 
         # ------------------------------------------------------------------------------------- final results

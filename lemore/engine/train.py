@@ -24,7 +24,8 @@ micro-batches (DDP synchronises only on the last one).
 Checkpoints (``<run_dir>/last.pt``) every ``ckpt_interval`` iterations and at the end, written atomically; the
 final weights also go to ``model.pt`` (model state dict + config, no optimizer: for eval / export). Starting
 ``train`` again on the same run directory resumes from ``last.pt`` and the result is exactly that of an
-uninterrupted run (tested with a SIGKILL on CPU). Exactness comes from making every random choice a function of
+uninterrupted run (tested on CPU with a SIGKILL at every point where a run can die: tests/reliability, via the
+``LEMORE_FAULT`` hook of :mod:`lemore.faults`). Exactness comes from making every random choice a function of
 its position instead of a running stream:
 
 * the data order of epoch ``e`` is ``randperm(n)`` from a generator seeded with ``(seed, e)``;
@@ -37,6 +38,15 @@ its position instead of a running stream:
 
 A NaN or infinite loss stops the run with a :class:`FloatingPointError` naming the iteration and the value,
 before the optimizer step, so ``last.pt`` stays the last good state.
+
+Faults (docs/reliability.md lists each one tried and what happens):
+
+* Bad input fails before the run directory is touched: the config, the checkpoint to resume, the data folders
+  (root, layout, non-empty splits), the model name and pretrained weights are all checked first, then the run and
+  results folders are probed for writing and for room for the checkpoints. A failed start changes no earlier run.
+* Temp files left by a write that a kill interrupted are deleted when the run starts again; ``metrics.jsonl`` is
+  cut back to what it held when ``last.pt`` was written, so a resumed run logs no line twice.
+* Rerunning a finished run (``model.pt``, ``metrics.json`` and the results file written) does nothing.
 
 Outputs in the run directory: ``config.yaml``, ``last.pt``, ``model.pt``, ``metrics.json`` (final metrics,
 written atomically), ``metrics.jsonl`` (every logged value), ``train.log``, ``wandb/``; and
@@ -71,14 +81,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lemore.checkpoint import (
+    CheckpointError,
     atomic_write_bytes,
+    check_free_space,
+    check_writable,
     load_checkpoint,
     load_state_dict,
     load_weights,
+    remove_stale_temp_files,
     save_checkpoint,
 )
-from lemore.config import DATASET_NAMES, RunCfg, TrainCfg, load, to_yaml, validate
+from lemore.config import DATASET_NAMES, ConfigValueError, RunCfg, TrainCfg, load, to_yaml, validate
 from lemore.engine.evaluate import build_model, eval_loader, evaluate, format_metrics, prediction_strips
+from lemore.faults import maybe_fault
 from lemore.metrics import IGNORE_INDEX
 from lemore.tracking import Tracker, write_results
 
@@ -105,29 +120,35 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
     Raises:
         FloatingPointError: the loss became NaN/inf (the message names the iteration and value).
         CheckpointError: ``last.pt`` or ``model.pretrained`` cannot be read or does not fit the model.
-        ValueError: batch size not divisible by ``world_size x accum_steps``; a resumed run whose config differs.
+        ConfigError: batch size not divisible by ``world_size x accum_steps``; a resumed run whose config differs;
+            an unknown model.
+        DatasetError: a missing data root, a wrong layout, an empty split; a bad file when it is loaded.
+        WriteError: the run or results folder is not writable or too full (before training), or a checkpoint
+            write failed (the previous ``last.pt`` is intact).
     """
     validate(cfg)
     t = cfg.train
     with distributed(t.device) as env, contextlib.ExitStack() as cleanup:
         rank, world, device, master = env.rank, env.world_size, env.device, env.rank == 0
-        # ---------------------------------------------------------------------- batch split and run directory
+        # Preflight, down to "run directory": everything that bad input can break (config, checkpoint to resume,
+        # data folders, model name, pretrained weights) fails here, before the run directory is touched, so a
+        # failed start never changes an earlier run. Log lines are held in memory until train.log can be written.
+        run_log = cleanup.enter_context(log_to_file(None)) if master else None
+        # ------------------------------------------------------------------------------ batch split and resume
         if t.batch_size % (world * t.accum_steps):
-            raise ValueError(f"train.batch_size={t.batch_size} must be divisible by world_size x accum_steps = "
-                             f"{world} x {t.accum_steps}; e.g. set train.accum_steps so that the per-GPU "
-                             f"micro-batch batch_size / (world_size * accum_steps) is an integer")
+            raise ConfigValueError(f"train.batch_size={t.batch_size} must be divisible by world_size x accum_steps "
+                                   f"= {world} x {t.accum_steps}; e.g. set train.accum_steps so that the per-GPU "
+                                   f"micro-batch batch_size / (world_size * accum_steps) is an integer")
         micro = t.batch_size // (world * t.accum_steps)  # per-process micro-batch
         run_name = cfg.run_name(world)
         run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / run_name
         ckpt_path = run_dir / "last.pt"
         cfg_dict = cfg.to_dict()
-        resume = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
-        if resume is not None:  # before anything in the run directory is touched
-            check_resumable(resume.get("config", {}), cfg_dict, ckpt_path)
-        if master:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
-            cleanup.enter_context(log_to_file(run_dir / "train.log"))
+        resume = read_resume_checkpoint(ckpt_path, cfg_dict)
+        if resume is not None and finished(run_dir, resume, t.iters, run_name, results_dir):
+            # Rerunning a finished run changes nothing (a new data.root would otherwise re-evaluate it in place).
+            log.info("%s is finished (delete its metrics.json to evaluate it again)", run_dir)
+            return run_dir
 
         # ------------------------------------------------------------------------------------------- device
         amp_dtype = None
@@ -145,13 +166,13 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         train_ds = build_dataset(cfg.data, "train")
         val_ds = build_dataset(cfg.data, "val")
         if train_ds.num_classes != cfg.data.num_classes:
-            raise ValueError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.dataset} has "
-                             f"{train_ds.num_classes} classes")
+            raise ConfigValueError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.dataset} has "
+                                   f"{train_ds.num_classes} classes")
         class_names = list(train_ds.classes)
         steps_per_epoch = (len(train_ds) // world) // micro
         if steps_per_epoch < 1:
-            raise ValueError(f"{len(train_ds)} training samples cannot fill one micro-batch of {micro} on each of "
-                             f"{world} processes; lower train.batch_size")
+            raise ConfigValueError(f"{len(train_ds)} training samples cannot fill one micro-batch of {micro} on "
+                                   f"each of {world} processes; lower train.batch_size")
         start_iter = int(resume["iteration"]) if resume is not None else 0
         batches = train_batches(train_ds, micro, seed=t.seed, rank=rank, world_size=world,
                                 start_step=start_iter * t.accum_steps, num_workers=cfg.data.num_workers,
@@ -186,11 +207,33 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         n_params = sum(p.numel() for p in raw_model.parameters())
 
+        # ------------------------------------------------------------------------------------- run directory
+        if master:
+            # A read-only, mistyped or full folder fails now, not when the first checkpoint is due. Room for
+            # last.pt (weights + two AdamW moments), its temp copy while it is replaced, and model.pt.
+            check_writable(run_dir, "run directory")
+            if results_dir is not None:
+                check_writable(results_dir, "results folder")
+            param_bytes = sum(p.numel() * p.element_size() for p in raw_model.parameters())
+            check_free_space(run_dir, 8 * param_bytes + 2**20, "checkpoints of this run")
+            # Temp files of writes that a kill interrupted: never read (the targets are replaced atomically),
+            # but they would clutter the run and end up in DVC's cache.
+            stale = remove_stale_temp_files(run_dir)
+            if results_dir is not None:
+                stale += remove_stale_temp_files(results_dir, f"{run_name}.json")
+            atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+            run_log.open(run_dir / "train.log")
+            for path in stale:
+                log.info("removed %s, left by an interrupted write", path)
+
         # ------------------------------------------------------------------------------------------ tracking
         wandb_config = {**cfg_dict, "derived": dict(world_size=world, micro_batch=micro, run_name=run_name,
                                                        params_m=n_params / 1e6, pretrained_load=pretrained)}
+        # metrics.jsonl goes back to what it held when last.pt was written (empty for a new run): the lines a
+        # killed attempt logged after its last checkpoint are logged again, so they must not stay twice.
         tracker = Tracker(run_dir, wandb_config, mode=cfg.wandb, name=run_name, group=cfg.data.dataset,
-                          run_id=resume.get("wandb_id") if resume is not None else None, enabled=master)
+                          run_id=resume.get("wandb_id") if resume is not None else None, enabled=master,
+                          truncate_at=resume.get("metrics_offset") if resume is not None else 0)
         cleanup.callback(tracker.finish)  # also on errors: W&B files are flushed and closed
 
         def checkpoint(iteration: int) -> None:
@@ -199,7 +242,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                 save_checkpoint(dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                      scaler=scaler.state_dict(), iteration=iteration, config=cfg_dict,
                                      run_name=run_name, world_size=world, rng=rng, wandb_id=tracker.run_id,
-                                     pretrained=pretrained), ckpt_path)
+                                     pretrained=pretrained, metrics_offset=tracker.offset()), ckpt_path)
 
         def run_eval(iteration: int) -> dict[str, Any]:
             sync_buffers(raw_model, env.ddp)  # every rank evaluates rank 0's BatchNorm statistics
@@ -254,6 +297,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                 kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else ""
                 raise FloatingPointError(f"loss is {loss_value} at iteration {it + 1} (lr {lr:.3g}); stopping "
                                          f"before the optimizer step{kept}. Lower train.lr or check the data.")
+            maybe_fault("step", it + 1)  # tests: a kill between backward and the optimizer step (lemore.faults)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -343,8 +387,9 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> dict[s
         wandb.config, so a run always says which of its weights came from ImageNet.
     """
     if not hasattr(model, "load_encoder_state_dict"):
-        raise ValueError(f"model.pretrained is set but {type(model).__name__} has no load_encoder_state_dict(); "
-                         "encoder weights from `lemore pretrain` fit the LeMoRe models only")
+        raise ConfigValueError(f"model.pretrained is set but {type(model).__name__} has no "
+                               "load_encoder_state_dict(); encoder weights from `lemore pretrain` fit the LeMoRe "
+                               "models only")
     state = load_weights(path)
     missing, unexpected = model.load_encoder_state_dict(state)
     report = {"path": str(path), "loaded": len(state) - len(unexpected), "missing_keys": list(missing),
@@ -366,8 +411,41 @@ def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: 
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in allowed)
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
-        raise ValueError(f"cannot resume {path}: the config differs ({shown}). Use another run directory "
-                         f"(out_dir / name) or delete {path} to start over.")
+        raise ConfigValueError(f"cannot resume {path}: the config differs ({shown}). Use another run directory "
+                               f"(out_dir / name) or delete {path} to start over.")
+
+
+def finished(run_dir: Path, resume: Mapping[str, Any], iters: int, run_name: str,
+             results_dir: str | os.PathLike | None) -> bool:
+    """Whether the run in ``run_dir`` has written everything: its last checkpoint is the last iteration and
+    ``model.pt``, ``metrics.json`` (and ``<results_dir>/<run name>.json``) exist -- each is written atomically, so
+    existing means complete. A run killed during its final evaluation or writes is not finished."""
+    outputs = [run_dir / "model.pt", run_dir / "metrics.json"]
+    if results_dir is not None:
+        outputs.append(Path(results_dir) / f"{run_name}.json")
+    return int(resume["iteration"]) >= iters and all(p.is_file() for p in outputs)
+
+
+def read_resume_checkpoint(path: Path, cfg_dict: Mapping[str, Any],
+                           allowed: tuple[str, ...] = RESUMABLE_KEYS) -> dict[str, Any] | None:
+    """``path`` (a run's ``last.pt``) if it exists, checked to continue the run of ``cfg_dict``; else None.
+
+    Raises:
+        CheckpointError: unreadable (truncated, not a checkpoint) or unsafe (pickled code); the message says how
+            to start over.
+        ConfigValueError: written by a run with another config (:func:`check_resumable`).
+    """
+    if not path.is_file():
+        return None
+    try:
+        resume = load_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot resume: {e}. Move or delete it to start the run over.") from None
+    if not isinstance(resume, Mapping) or not {"model", "optimizer", "iteration"} <= set(resume):
+        raise CheckpointError(f"cannot resume {str(path)!r}: it is not a training checkpoint of lemore (it has "
+                              f"no model/optimizer/iteration entries). Move or delete it to start the run over.")
+    check_resumable(resume.get("config", {}), cfg_dict, path, allowed)
+    return dict(resume)
 
 
 # ------------------------------------------------------------------------------------------ data, resumable
@@ -539,17 +617,47 @@ def distributed(device_pref: str = "auto") -> Iterator[DistEnv]:
 
 
 # --------------------------------------------------------------------------------------------------- misc
+class DeferredFileHandler(logging.Handler):
+    """A log handler that keeps records in memory until :meth:`open` names the file, then writes them first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.pending: list[logging.LogRecord] = []
+        self.file: logging.FileHandler | None = None
+
+    def open(self, path: Path) -> None:
+        self.file = logging.FileHandler(path)
+        self.file.setFormatter(self.formatter)
+        for record in self.pending:
+            self.file.handle(record)
+        self.pending.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.file is None:
+            self.pending.append(record)
+        else:
+            self.file.handle(record)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        super().close()
+
+
 @contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """Also write the ``lemore`` log (INFO and up) to ``path`` for the duration of the block."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def log_to_file(path: Path | None) -> Iterator[DeferredFileHandler]:
+    """Also write the ``lemore`` log (INFO and up) to ``path`` for the duration of the block. With ``path=None``
+    the lines wait in memory until ``handler.open(path)`` (a run's preflight must not create its directory)."""
+    handler = DeferredFileHandler()
+    if path is not None:
+        handler.open(path)
     level = log.level
     log.addHandler(handler)
     if level == logging.NOTSET or level > logging.INFO:
         log.setLevel(logging.INFO)
     try:
-        yield
+        yield handler
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -575,7 +683,7 @@ def _plain(x: Any) -> Any:
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=DATASET_NAMES, help="recipe to start from (default: synthetic, or the "
                    "config file's data.dataset)")
-    p.add_argument("--config", type=Path, help="YAML file with a RunCfg-shaped mapping (e.g. params.yaml)")
+    p.add_argument("--config", type=Path, help="YAML file with a RunCfg-shaped mapping (e.g. a run's config.yaml)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set train.iters=1000 data.root=/data/ade (repeatable)")
     p.add_argument("--run-dir", type=Path, help="run directory (default: <out_dir>/<run name>); resumes last.pt")
