@@ -79,6 +79,15 @@ def check_choices(dataset: str | None = None, model: str | None = None, *, gpus:
         raise ValueError(f"wandb={wandb!r}; choose from ['disabled', 'offline', 'online']")
 
 
+def require_ints(**params: Any) -> None:
+    """Notebook parameters that must be integers (0 = the recipe's value); papermill passes `-p x ten` as a str."""
+    from lemore.config import ConfigTypeError
+
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigTypeError(f"parameter {name}={value!r} must be an integer (0: the recipe's value)")
+
+
 def parse_size(text: str | int | list | tuple) -> tuple[int, int]:
     """``"512x1024"`` (H x W), ``"512"`` or ``512`` (square), ``[512, 1024]`` -> ``(512, 1024)``."""
     if isinstance(text, (list, tuple)) and len(text) == 2:
@@ -137,6 +146,7 @@ def finetune_config(dataset: str, model: str, *, iterations: int = 0, batch_size
         overrides: more ``key=value`` config overrides, applied after the parameters.
     """
     check_choices(dataset, model, wandb=wandb)
+    require_ints(iterations=iterations, batch_size=batch_size)
     ov: dict[str, Any] = {"model.name": model, "wandb": wandb, "out_dir": out_dir}
     if iterations:
         ov["train.iters"] = int(iterations)
@@ -290,6 +300,7 @@ def pretrain_config(*, model: str = "lemore_cls", data_root: str = "", epochs: i
     from lemore.engine.pretrain import load_pretrain_cfg
 
     check_choices(pretrain_model=model, wandb=wandb)
+    require_ints(epochs=epochs, iterations=iterations, batch_size=batch_size)
     values: dict[str, Any] = {"model": model, "wandb": wandb, "out_dir": out_dir}
     if data_root:
         values["root"] = data_root
@@ -469,6 +480,10 @@ def run_notebook(name: str, out: str | os.PathLike, parameters: dict[str, Any], 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.ipynb")
+    # A run killed mid-notebook (SIGKILL: no except clause runs) leaves its temp file; DVC removes only
+    # declared outputs, so clear it here.
+    for stale in out.parent.glob(f".{out.stem}.tmp*.ipynb"):
+        stale.unlink(missing_ok=True)
     try:
         streams = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if stream else {}
         if stream:
@@ -480,6 +495,7 @@ def run_notebook(name: str, out: str | os.PathLike, parameters: dict[str, Any], 
             os.replace(tmp, out.with_name(f"{out.stem}.failed.ipynb"))
         raise
     os.replace(tmp, out)
+    out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure is superseded
     return out
 
 

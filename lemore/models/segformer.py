@@ -61,12 +61,9 @@ def load_local_weights(net: nn.Module, path: Path) -> None:
             raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {candidates[0].parent}")
     if not path.exists():
         raise FileNotFoundError(f"SegFormer weights {str(path)!r} do not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from lemore.checkpoint import load_weights  # safetensors or weights-only torch; errors name the file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     missing, unexpected = net.load_state_dict(state, strict=False)
     # An ImageNet MiT checkpoint has no decode head: only the encoder must be complete.
     missing_enc = [k for k in missing if k.startswith("segformer.")]

@@ -95,10 +95,7 @@ FAULTS: list[Fault] = [
           "(`LEMORE_FAULT=step:2:hang`, then the whole process tree is killed)",
           "rerunning `dvc repro` completes the stage, `dvc status` is clean, and no temp file, `*.failed.ipynb` "
           "or half-written JSON remains under `results/` or `runs/`",
-          {"stage": "finetune@synthetic-lemore", "spec": "step:2:hang"}, slow=True,
-          known_issue="lemore/launch.py (pipeline, not owned here): `run_notebook` writes the executed notebook to "
-                      "`results/notebooks/.<name>.tmp<pid>.ipynb`, which a killed run leaves behind and no rerun "
-                      "removes (DVC deletes only declared outputs)"),
+          {"stage": "finetune@synthetic-lemore", "spec": "step:2:hang"}, slow=True),
     # ------------------------------------------------------------------------------------------- bad input
     Fault("cli-unknown-dataset", "input", "test_cli_rejects_bad_input", "`lemore train --dataset ade`",
           "unknown dataset", "exit 2: `invalid choice: 'ade'` with the valid datasets; " + _UNCHANGED,
@@ -196,10 +193,7 @@ FAULTS: list[Fault] = [
     Fault("notebook-wrong-type", "input", "test_notebook_rejects_bad_parameter",
           "papermill `finetune.ipynb -p iterations ten`", "a parameter of the wrong type",
           "fails before training, with a message naming the value and the parameter; " + _PREFLIGHT,
-          {"parameters": {"iterations": "ten"}, "messages": ["'ten'", "iterations"]},
-          known_issue="lemore/launch.py (pipeline, not owned here): `finetune_config` calls `int(iterations)` "
-                      "before the type-checked config, so the error reads `invalid literal for int() with base "
-                      "10: 'ten'` without naming `iterations`"),
+          {"parameters": {"iterations": "ten"}, "messages": ["'ten'", "iterations"]}),
     Fault("notebook-bad-crop", "input", "test_notebook_rejects_bad_parameter",
           "papermill `finetune.ipynb -p crop big`", "a malformed size",
           "fails before training: `size 'big': write it as HxW`; " + _PREFLIGHT,
@@ -260,10 +254,7 @@ FAULTS: list[Fault] = [
     Fault("unsafe-segformer-weights", "unsafe", "test_segformer_weights_refuse_code",
           "`create_model('segformer_b0', pretrained='evil.pt')`", "SegFormer weights that run code",
           "refused (torch's weights-only unpickler), the code never runs; the message names the file",
-          {"messages": ["evil.pt"]},
-          known_issue="lemore/models/segformer.py (models, not owned here) loads with `torch.load(weights_only=True)` "
-                      "directly: safe, but the error is torch's, does not name the file and suggests retrying with "
-                      "`weights_only=False`; `lemore.checkpoint.load_weights` would name the file"),
+          {"messages": ["evil.pt"]}),
     # ---------------------------------------------------------------------------------------------------- W&B
     Fault("wandb-online-no-api-key", "wandb", "test_wandb_unavailable_training_goes_on",
           "`lemore train --set wandb=online`", "W&B online mode without an API key (`HOME` with no `.netrc`)",
