@@ -216,6 +216,9 @@ def show_logs() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # Shown once: a library that later logs through the root logger (`logging.warning(...)`) gives the root a
+    # handler of its own, which would print every line of ours a second time.
+    log.propagate = False
 
 
 def run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> None:

@@ -212,7 +212,7 @@ def cli_main(args) -> int:
         if args.markdown:
             write_text_atomic(args.markdown, text)
         return 0
-    from tqdm import tqdm
+    from lemore.progress import progress as tqdm
 
     names = args.models or list_models()
     unknown = [n for n in names if n not in list_models()]

@@ -163,9 +163,9 @@ def evaluate(
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
                 else contextlib.nullcontext())
     if progress:
-        from tqdm import tqdm
+        from lemore.progress import progress
 
-        loader = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+        loader = progress(loader, desc="eval", leave=False)
     n_batches = 0
     try:
         for image, mask in loader:

@@ -264,10 +264,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s",
                  run_name, cfg.model.name, n_params / 1e6, world, t.accum_steps, micro, t.batch_size, t.iters,
                  device, f" ({amp_dtype})" if amp_dtype else "")
-        from tqdm import tqdm
+        from lemore.progress import progress  # a widget in Jupyter, a line every 30 s in a log file
 
-        pbar = tqdm(total=t.iters, initial=start_iter, disable=not master, dynamic_ncols=True, desc=run_name,
-                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        pbar = progress(total=t.iters, initial=start_iter, disable=not master, desc=run_name)
         model.train()
         it = start_iter
         loss_window: list[float] = []
