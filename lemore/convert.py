@@ -13,8 +13,9 @@ What each family's file looks like (:data:`FORMATS`):
   keys such as ``backbone.tpm.layer1.conv.0.c.weight`` and ``decode_head.conv_seg.weight``. Each model file's
   ``official_key`` maps them onto ours (a rule per block, written from the official code).
 * ``segformer_b0``: a Hugging Face ``save_pretrained`` folder (``config.json`` + ``model.safetensors`` or
-  ``pytorch_model.bin``, e.g. ``nvidia/segformer-b0-finetuned-ade-512-512``); its keys are ours without the wrapper's
-  ``net.`` prefix, and ``config.json`` must describe MiT-B0 with the dataset's number of classes.
+  ``pytorch_model.bin``, e.g. ``nvidia/segformer-b0-finetuned-ade-512-512``) with the hub's key names
+  (transformers 4's), renamed by transformers' own conversion mapping (:func:`lemore.models.segformer.hub_key_renamer`)
+  and prefixed with our wrapper's ``net.``; ``config.json`` must describe MiT-B0 with the dataset's classes.
 
 Safety: nothing in a checkpoint runs. ``.safetensors`` has no code at all; ``.pth`` / ``.bin`` files are read with
 ``torch.load(weights_only=True)``. mmseg's ``meta`` may hold numpy scalars and arrays (e.g. a seed or an iteration
@@ -41,18 +42,36 @@ from torch import nn
 
 from lemore.checkpoint import CheckpointError, load_checkpoint, load_state_dict, load_weights
 
-__all__ = ["FORMATS", "NUMPY_DATA_GLOBALS", "convert_state_dict", "load_official", "read_official", "safe_torch_load"]
+__all__ = ["FORMATS", "NUMPY_DATA_GLOBALS", "convert_state_dict", "load_official", "official_key_function",
+           "read_official", "safe_torch_load"]
 
 
-def _segformer_key(key: str) -> str | None:
-    return "net." + key if key.startswith(("segformer.", "decode_head.")) else None
+def _segformer_key_function() -> Callable[[str], str | None]:
+    """Hub names (transformers 4's, e.g. ``segformer.encoder.block.0.0.attention.self.query.weight``) -> ours:
+    transformers' own renaming to its current module names, then our wrapper's ``net.`` prefix."""
+    from lemore.models.segformer import SegFormer, hub_key_renamer
+
+    rename = hub_key_renamer(SegFormer(num_classes=2).net)
+
+    def key(k: str) -> str | None:
+        return "net." + rename(k) if k.startswith(("segformer.", "decode_head.")) else None
+
+    return key
 
 
-def _key_functions() -> dict[str, Callable[[str], str | None]]:
-    from lemore.models import seaformer, topformer
+def official_key_function(model: str) -> Callable[[str], str | None]:
+    """``official key -> our key`` (None: not one of ``model``'s) for a model with an official format."""
+    if model == "topformer_t":
+        from lemore.models.topformer import official_key
 
-    return {"topformer_t": topformer.official_key, "seaformer_t": seaformer.official_key,
-            "segformer_b0": _segformer_key}
+        return official_key
+    if model == "seaformer_t":
+        from lemore.models.seaformer import official_key
+
+        return official_key
+    if model == "segformer_b0":
+        return _segformer_key_function()
+    raise ValueError(f"no official checkpoint format for model {model!r}; choose from {sorted(FORMATS)}")
 
 
 #: Registry name -> what its official checkpoint is (the ``--official`` argument of ``lemore eval``).
@@ -105,8 +124,9 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"refused to load {str(path)!r}: it needs the globals {refused or needed}, which are "
                               f"not data; a model file is data, never code (torch.load weights_only=True allows "
                               f"tensors, plain containers and numpy scalars/arrays only)") from None
-    allowed = _numpy_data_globals()
-    with torch.serialization.safe_globals([(allowed[g], g) for g in needed]):
+    # All of them, not only the globals named in the file: unpickling np.dtype("int64") builds an Int64DType instance,
+    # whose class must be allowed too.
+    with torch.serialization.safe_globals([(obj, name) for name, obj in _numpy_data_globals().items()]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
@@ -154,7 +174,7 @@ def _read_hf_segformer(path: Path, num_classes: int | None) -> dict[str, torch.T
     want = mit_b0_config(num_classes or int(cfg.get("num_labels", len(cfg.get("id2label", {})) or 150)))
     bad = [f"{k}: {cfg.get(k)!r} (MiT-B0: {getattr(want, k)!r})"
            for k in ("hidden_sizes", "depths", "sr_ratios", "num_attention_heads", "mlp_ratios", "patch_sizes",
-                     "strides", "decoder_hidden_size") if k in cfg and list(cfg[k]) != list(getattr(want, k))]
+                     "strides", "decoder_hidden_size") if k in cfg and cfg[k] != getattr(want, k)]
     labels = cfg.get("num_labels", len(cfg["id2label"]) if "id2label" in cfg else None)
     if num_classes is not None and labels is not None and labels != num_classes:
         bad.append(f"num_labels: {labels} (the dataset has {num_classes} classes)")
@@ -166,31 +186,39 @@ def _read_hf_segformer(path: Path, num_classes: int | None) -> dict[str, torch.T
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {str(path)!r}")
 
 
-def convert_state_dict(model: str, state: Mapping[str, torch.Tensor], *, source: str = "<state dict>"
-                       ) -> dict[str, torch.Tensor]:
-    """Rename an official state dict of ``model`` to this project's keys (shapes are checked when it is loaded).
+def convert_state_dict(model: str, state: Mapping[str, torch.Tensor], *, source: str = "<state dict>",
+                       target: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Rename an official state dict of registry model ``model`` to this project's keys.
+
+    With ``target`` (the model to load into), every renamed key must be one of its keys with the same shape, and
+    every one of its keys must be filled.
 
     Raises:
-        CheckpointError: naming the official keys that map to nothing, or two keys that map to the same one.
+        CheckpointError: naming the file (``source``) and the official keys that map to nothing (or to no key of
+            ``target``), keys mapped twice, shape mismatches (official key, our key, both shapes), missing keys.
     """
-    fn = _key_functions().get(model)
-    if fn is None:
-        raise ValueError(f"no official checkpoint format for model {model!r}; choose from {sorted(FORMATS)}")
+    fn = official_key_function(model)
+    own = target.state_dict() if target is not None else None
     out: dict[str, torch.Tensor] = {}
-    unknown, clash = [], []
+    unknown, clash, shapes = [], [], []
     for key, value in state.items():
         new = fn(key)
-        if new is None:
+        if new is None or (own is not None and new not in own):
             unknown.append(key)
         elif new in out:
             clash.append(f"{key} -> {new}")
         else:
+            if own is not None and tuple(value.shape) != tuple(own[new].shape):
+                shapes.append(f"{key} (ours: {new}): checkpoint {tuple(value.shape)} vs model {tuple(own[new].shape)}")
             out[new] = value
-    if unknown or clash:
-        parts = ([f"{len(unknown)} keys that are not {model}'s: {_short(unknown)}"] if unknown else []) + \
-                ([f"keys mapped twice: {_short(clash)}"] if clash else [])
-        raise CheckpointError(f"official checkpoint {source!r} does not fit {model}: " + "; ".join(parts)
-                              + f". Expected: {FORMATS[model]}")
+    missing = sorted(k for k in own if k not in out) if own is not None else []
+    problems = ([f"{len(unknown)} keys that are not {model}'s: {_short(unknown)}"] if unknown else []) + \
+               ([f"keys mapped twice: {_short(clash)}"] if clash else []) + \
+               ([f"{len(shapes)} shape mismatches: {_short(shapes)}"] if shapes else []) + \
+               ([f"{len(missing)} of our keys missing: {_short(missing)}"] if missing else [])
+    if problems:
+        raise CheckpointError(f"official checkpoint {source!r} does not fit {model}: " + "; ".join(problems)
+                              + f". Expected: {FORMATS[model]}" + (" for this number of classes" if shapes else ""))
     return out
 
 
@@ -198,14 +226,10 @@ def load_official(model: nn.Module, name: str, path: str | os.PathLike, num_clas
     """Load the official checkpoint ``path`` of registry model ``name`` into ``model``, strictly; returns ``model``.
 
     Raises:
-        CheckpointError: unsafe / unreadable file, unknown official keys, or (from
-            :func:`lemore.checkpoint.load_state_dict`) missing keys and shape mismatches, named with the file.
+        CheckpointError: unsafe / unreadable file, or a state dict that does not fit (see :func:`convert_state_dict`).
     """
-    state = convert_state_dict(name, read_official(name, path, num_classes), source=str(path))
-    try:
-        load_state_dict(model, state, source=str(path), strict=True)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} (official {name} checkpoint: {FORMATS[name]})") from None
+    state = convert_state_dict(name, read_official(name, path, num_classes), source=str(path), target=model)
+    load_state_dict(model, state, source=str(path), strict=True)  # checked above; this also says so
     return model
 
 

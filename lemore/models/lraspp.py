@@ -22,6 +22,9 @@ from lemore.registry import register_model
 class LRASPP(nn.Module):
     """Returns the logits tensor (torchvision returns ``{"out": ...}``), already at the input size."""
 
+    #: The LR-ASPP head and its classifiers (mmseg's ``decode_head``); its recipe uses no head multiplier.
+    head_prefixes = ("net.classifier.",)
+
     def __init__(self, num_classes: int = 150, pretrained_backbone: str | None = None, reduced_tail: bool = False):
         super().__init__()
         from torchvision.models import mobilenet_v3_large
