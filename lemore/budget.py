@@ -73,9 +73,9 @@ def peer_rows() -> list[BudgetRow]:
     against Table 1's "MobileNetV3-Large-reduce" row; 150 classes, 512x512."""
     t1 = load_table("table1_ade20k")
     red = t1[(t1["model"] == "LR-ASPP") & (t1["encoder"] == "MobileNetV3-Large-reduce")].iloc[0]
-    rows = [BudgetRow(f"{p.model} (150 cls, 512x512; {p.short_source})", p.registry, 150, (512, 512), p.params_m,
+    rows = [BudgetRow(f"{p.model} (150 cls, 512x512) vs {p.short_source}", p.registry, 150, (512, 512), p.params_m,
                       p.gflops, PEER_PARAMS_TOL, PEER_FLOPS_TOL) for p in load_peers().itertuples(index=False)]
-    rows.append(BudgetRow("LR-ASPP MobileNetV3-Large reduced (150 cls, 512x512; LeMoRe Table 1)",
+    rows.append(BudgetRow("LR-ASPP MobileNetV3-Large reduced (150 cls, 512x512) vs LeMoRe Table 1",
                           "lraspp_mobilenet_v3_large_reduced", 150, (512, 512), red.params_m, red.gflops,
                           PEER_PARAMS_TOL, PEER_FLOPS_TOL))
     return rows
