@@ -444,8 +444,8 @@ def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: 
     Keys the saved config predates (``lemore.config.ADDED_KEYS``) count with the value that reproduces what the run
     did without them, so runs saved before those keys existed resume when nothing else changed."""
     a, b = _flatten(_plain(saved)), _flatten(_plain(current))
-    if a:
-        a = {**ADDED_KEYS, **a}
+    if a:  # (only keys the current config has: pretraining's config is another dataclass)
+        a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in allowed)
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
