@@ -259,8 +259,8 @@ def _family_recipes() -> dict[str, dict[str, FamilyRecipe]]:
         "topformer_t": {
             "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 16,
                                     **ade_eval}, tf + "512x512_160k_2x8_ade20k.py"),
-            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 8,
-                                        **_CITY_HALF}, tf + "1024x512_80k_2x8_city.py",
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, tf + "1024x512_80k_2x8_city.py",
                                        "the file name says 80k and 2x8; it inherits max_iters=160000 "
                                        "(schedule_160k.py) and sets samples_per_gpu=1 (x 8 GPUs = 8)"),
             "pascal_context": tf_context,
@@ -271,8 +271,8 @@ def _family_recipes() -> dict[str, dict[str, FamilyRecipe]]:
         "seaformer_t": {
             "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 16,
                                     **ade_eval}, sf + "tiny_512x512_160k_2x8_ade20k.py"),
-            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 8,
-                                        **_CITY_HALF}, sf + "small_1024x512_160k_1x8city.py",
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, sf + "small_1024x512_160k_1x8city.py",
                                        "SeaFormer-T has no Cityscapes config: SeaFormer-S's carried over"),
             "pascal_context": FamilyRecipe(dict(sf_80k), sf + "tiny_480x480_80k_2x8_pascalcontext.py", sf_note),
             "pascal_context_59": FamilyRecipe(dict(sf_80k), sf + "tiny_480x480_80k_2x8_pascalcontext_59.py", sf_note),
@@ -282,8 +282,8 @@ def _family_recipes() -> dict[str, dict[str, FamilyRecipe]]:
             "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5, "train.iters": 160_000, "train.batch_size": 16,
                                     **ade_eval}, sg + "512x512.ade.160k.py",
                                    "batch 16 = samples_per_gpu=2 x 8 GPUs (SegFormer paper, Sec. 4.1)"),
-            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5, "train.iters": 160_000, "train.batch_size": 8,
-                                        **_CITY_HALF}, sg + "512x1024.city.160k.py",
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, sg + "512x1024.city.160k.py",
                                        "batch 8 = samples_per_gpu=1 x 8 GPUs (SegFormer paper, Sec. 4.1)"),
             **{d: FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5}, sg + "512x512.ade.160k.py", sg_carried)
                for d in ("pascal_context", "pascal_context_59", "coco_stuff")},

@@ -153,8 +153,9 @@ def read_official(model: str, path: str | os.PathLike, num_classes: int | None =
     obj = safe_torch_load(path)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj)
         raise CheckpointError(f"{str(path)!r} holds no state dict (an mmseg checkpoint has a 'state_dict' entry "
-                              f"of name -> tensor); found {sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj)}")
+                              f"of name -> tensor); found {found}")
     return dict(state)
 
 

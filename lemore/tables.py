@@ -317,7 +317,8 @@ def paper_vs_ours(name: str, runs: pd.DataFrame, profile: pd.DataFrame,
             row = {"model": p.model, "encoder": p.encoder, "group": BEYOND_GROUP, "source": p.short_source}
             for m in spec.metrics:
                 o = float(ours[m]) if pd.notna(ours[m]) else math.nan
-                row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = float(getattr(p, m)), o, o - float(getattr(p, m))
+                published = float(getattr(p, m))
+                row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = published, o, o - published
             # Published latencies of the peers are on other hardware than the paper's 51 ms: no published ratio.
             row.update(latency_cells(math.nan, p.registry))
             row["ours: model"], row["ours: run"] = p.registry, ours.get("run", "")
