@@ -35,6 +35,9 @@ def mit_b0_config(num_classes: int):
 class SegFormer(nn.Module):
     """Wraps the transformers model so that ``model(x)`` returns logits at the input size, like LeMoRe."""
 
+    #: The official recipe's ``'head': lr_mult=10`` matches mmseg's ``decode_head.*``: here ``net.decode_head.*``.
+    head_prefixes = ("net.decode_head.",)
+
     def __init__(self, num_classes: int = 150, pretrained: str | None = None):
         super().__init__()
         from transformers import SegformerForSemanticSegmentation
@@ -43,6 +46,12 @@ class SegFormer(nn.Module):
         self.net = SegformerForSemanticSegmentation(mit_b0_config(num_classes))
         if pretrained:
             load_local_weights(self.net, Path(pretrained))
+
+    def no_weight_decay(self) -> list[str]:
+        """What the official recipe's ``'norm': decay_mult=0`` matches: the MiT encoder's LayerNorms (NVlabs'
+        ``norm1``/``norm2``/``norm{i}``/``attn.norm``/``patch_embed{i}.norm`` are transformers' ``layer_norm*``). Its
+        ``'pos_block'`` key matches nothing in MiT; the decode head's BatchNorm (mmcv's ``bn``) decays."""
+        return [n for n, _ in self.named_parameters() if n.startswith("net.segformer.") and "layer_norm" in n]
 
     def forward(self, x):  # (B, 3, H, W)
         return F.interpolate(self.forward_logits(x), x.shape[-2:], mode="bilinear", align_corners=False)
@@ -64,6 +73,8 @@ def load_local_weights(net: nn.Module, path: Path) -> None:
     from lemore.checkpoint import load_weights  # safetensors or weights-only torch; errors name the file
 
     state = load_weights(path)
+    rename = hub_key_renamer(net)
+    state = {rename(k): v for k, v in state.items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     # An ImageNet MiT checkpoint has no decode head: only the encoder must be complete.
     missing_enc = [k for k in missing if k.startswith("segformer.")]
@@ -71,6 +82,26 @@ def load_local_weights(net: nn.Module, path: Path) -> None:
         raise ValueError(f"{path}: encoder weights missing for {missing_enc[:5]} (+{max(0, len(missing_enc) - 5)})")
     if unexpected:
         raise ValueError(f"{path}: unexpected keys {unexpected[:5]} (+{max(0, len(unexpected) - 5)})")
+
+
+def hub_key_renamer(net: nn.Module):
+    """``key -> key`` from a Hugging Face checkpoint's names to ``net``'s (without our ``net.`` prefix).
+
+    The hub checkpoints (e.g. ``nvidia/segformer-b0-finetuned-ade-512-512``) use the names of transformers 4
+    (``segformer.encoder.block.0.0.attention.self.query.weight``, ``decode_head.linear_c.0.proj.weight``);
+    transformers 5 renamed the modules and renames the keys on ``from_pretrained`` with its own conversion
+    mapping, which this applies (and ``save_pretrained`` reverses, so it writes the hub's names). With transformers
+    4 the names are the same: the identity.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:  # transformers 4: module names are the checkpoint's
+        return lambda key: key
+    transforms = get_model_conversion_mapping(net)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    return lambda key: rename_source_key(key, renamings, converters)[0]
 
 
 @register_model
