@@ -76,7 +76,8 @@ def test_full_size_data_has_ade20k_sizes_and_names(gc, tmp_path):
         assert int(mask[mask != 255].max()) < 8  # the synthetic classes, ADE20K's reduce_zero_label
 
 
-def test_dry_run_runs_every_step(gc, tmp_path, capsys):
+def test_dry_run_runs_every_step(gc, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the torchrun of step 2 and the loader workers
     code, r = _run(gc, tmp_path, "--inline")
     assert code == 0, json.dumps(r["steps"], indent=1)[-3000:]
     assert r["dry_run"] and set(r["steps"]) == set(gc.STEPS)

@@ -7,10 +7,12 @@ import lemore
 from lemore.profiling import count_flops, eager_attention
 
 
-def _pair(num_classes=7):
+@pytest.fixture(scope="module")
+def pair():
+    """The same weights with SDPA and with eager attention (built once: a SegFormer takes seconds to build)."""
     torch.manual_seed(0)
-    sdpa = lemore.create_model("segformer_b0", num_classes=num_classes)
-    eager = lemore.create_model("segformer_b0", num_classes=num_classes, attn_implementation="eager")
+    sdpa = lemore.create_model("segformer_b0", num_classes=150)
+    eager = lemore.create_model("segformer_b0", num_classes=150, attn_implementation="eager")
     eager.load_state_dict(sdpa.state_dict())
     return sdpa, eager
 
@@ -26,8 +28,8 @@ def test_sdpa_is_the_default_and_switchable():
         lemore.create_model("segformer_b0", attn_implementation="flash")
 
 
-def test_sdpa_and_eager_give_the_same_outputs_and_gradients():
-    sdpa, eager = _pair()
+def test_sdpa_and_eager_give_the_same_outputs_and_gradients(pair):
+    sdpa, eager = pair
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         torch.testing.assert_close(sdpa.eval()(x), eager.eval()(x), rtol=1e-4, atol=1e-5)
@@ -41,10 +43,11 @@ def test_sdpa_and_eager_give_the_same_outputs_and_gradients():
     b.square().mean().backward()
     for (name, p), q in zip(sdpa.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-6, msg=name)
+        p.grad = q.grad = None
 
 
-def test_flops_are_counted_with_eager_attention_and_the_model_is_restored():
-    sdpa, eager = _pair(num_classes=150)
+def test_flops_are_counted_with_eager_attention_and_the_model_is_restored(pair):
+    sdpa, eager = pair
     counted = count_flops(sdpa, (128, 128))
     assert counted == count_flops(eager, (128, 128))
     assert sdpa.attn_implementation == "sdpa"  # restored after counting
