@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export WANDB_SILENT := true
 
-.PHONY: setup test test-all demo profile clean
+.PHONY: setup test test-all demo profile gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ demo: setup
 	@start=$$(date +%s); \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/dvc repro && \
 	$(PY) -m lemore.summary --elapsed $$(( $$(date +%s) - start ))
+
+# One CUDA GPU, at most 8 minutes: the engine's GPU paths measured (AMP, channels_last, NCCL + SyncBatchNorm,
+# GPU vs CPU evaluation, latency, data loading) -> results/benchmarks/gpu.{json,md}. Where the environment is
+# already installed (a cluster module, a container without internet): python benchmarks/gpu_check.py
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

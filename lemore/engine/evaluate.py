@@ -148,6 +148,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     class_names: Sequence[str] | None = None,
     amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool = False,
 ) -> dict[str, Any]:
     """aAcc / mIoU / mAcc / per-class IoU of ``model`` over ``loader`` (summed over DDP ranks).
@@ -160,6 +161,7 @@ def evaluate(
         device: where inference runs.
         class_names: keys of the per-class dicts.
         amp_dtype: autocast dtype on CUDA (None: full precision).
+        memory_format: the images' layout, the model's (``torch.channels_last`` when training uses it).
         progress: show a tqdm bar.
 
     Returns:
@@ -177,9 +179,15 @@ def evaluate(
 
         loader = progress(loader, desc="eval", leave=False)
     n_batches = 0
+    # Whole-image evaluation keeps each image's aspect ratio, so nearly every image is a new input shape, and
+    # cudnn.benchmark (set for training's fixed crops) would time every convolution's algorithms again for each.
+    # Sliding windows have the crop's fixed shape and keep it.
+    benchmark = torch.backends.cudnn.benchmark
+    if device.type == "cuda" and cfg.data.eval_mode == "whole":
+        torch.backends.cudnn.benchmark = False
     try:
         for image, mask in loader:
-            image = image.to(device, non_blocking=True)  # (B, 3, h, w)
+            image = image.to(device, non_blocking=True, memory_format=memory_format)  # (B, 3, h, w)
             mask = mask.to(device, non_blocking=True)  # (B, H, W)
             with autocast:
                 logits = inference(model, image, cfg, out_size=mask.shape[-2:])  # (B, K, H, W)
@@ -189,6 +197,7 @@ def evaluate(
             maybe_fault("eval", n_batches)  # tests: a kill in the middle of an evaluation (lemore.faults)
     finally:
         model.train(was_training)
+        torch.backends.cudnn.benchmark = benchmark
     cm.all_reduce()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(n_images)

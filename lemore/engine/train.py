@@ -18,7 +18,8 @@ The recipe (``lemore.config.RECIPES``, every value overridable) is the paper's /
   (``train.norm_bias_decay``); SGD with momentum for LR-ASPP (``train.optimizer``). See :func:`param_groups`.
 
 Hardware: CUDA when present (AMP in bf16, or fp16 with a GradScaler where bf16 is unsupported;
-``cudnn.benchmark``; channels-last), CPU otherwise. DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
+``cudnn.benchmark``; channels-last), CPU otherwise (channels-last for the models measured faster in it:
+:func:`cpu_channels_last`). DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
 environment variables that torchrun sets (nanoGPT): NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm
 only under CUDA DDP (SyncBN has no CPU kernel). The global batch is split as
 ``batch_size = world_size x accum_steps x micro_batch``; gradients are accumulated over ``accum_steps``
@@ -160,7 +161,10 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
             if t.amp:
                 amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        channels_last = device.type == "cuda" and t.channels_last
+        # channels_last: on CUDA for every model (cuDNN's NHWC kernels, with AMP); on CPU only for the models whose
+        # training step measured faster in it (cpu_channels_last: by model and classes, never timed at start).
+        channels_last = t.channels_last and (device.type == "cuda" or cpu_channels_last(cfg.model.name,
+                                                                                      cfg.data.num_classes))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         # ---------------------------------------------------------------------------------------------- data
@@ -249,7 +253,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         def run_eval(iteration: int) -> dict[str, Any]:
             sync_buffers(raw_model, env.ddp)  # every rank evaluates rank 0's BatchNorm statistics
             metrics = evaluate(raw_model, val_loader, cfg, device=device, class_names=class_names,
-                               amp_dtype=amp_dtype)
+                               amp_dtype=amp_dtype, memory_format=memory_format)
             if master:
                 log.info("iteration %d: %s", iteration, format_metrics(metrics, top=0))
                 tracker.log({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}, step=iteration)
@@ -263,9 +267,12 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             return metrics
 
         # -------------------------------------------------------------------------------------- training loop
-        log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s",
+        n_sync_bn = sum(isinstance(m, nn.SyncBatchNorm) for m in raw_model.modules())
+        log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s%s%s%s",
                  run_name, cfg.model.name, n_params / 1e6, world, t.accum_steps, micro, t.batch_size, t.iters,
-                 device, f" ({amp_dtype})" if amp_dtype else "")
+                 device, f" ({amp_dtype})" if amp_dtype else "", ", channels_last" if channels_last else "",
+                 f", DDP over {dist.get_backend()}" if env.ddp else "",
+                 f", {n_sync_bn} SyncBatchNorm layers" if n_sync_bn else "")
         from lemore.progress import progress  # a widget in Jupyter, a line every 30 s in a log file
 
         pbar = progress(total=t.iters, initial=start_iter, disable=not master, desc=run_name)
@@ -340,6 +347,22 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         if env.ddp:
             dist.barrier()  # rank 0 has written everything before any process returns
     return run_dir
+
+
+# ------------------------------------------------------------------------------------------------ device
+#: Model families (registry name up to the first "_") that train in channels_last on CPU as well as on CUDA, and
+#: up to how many classes. ``python benchmarks/train_throughput.py --channels-last-ab`` (batch 8, 128x128, one
+#: thread; results/benchmarks/channels_last_cpu.md): a training step of the ten LeMoRe variants is 1.40-1.65x faster
+#: in channels_last with 8 classes (the synthetic recipe), 1.38-1.46x with 19, 1.20-1.31x with 60 and 0.95-1.00x
+#: with 150 (the loss on channels_last logits is slow on CPU and grows with the classes); LR-ASPP is at 0.93-1.07x
+#: and SegFormer-B0 at 0.98-1.01x, no gain: both stay NCHW. Families not measured stay NCHW on CPU.
+CPU_CHANNELS_LAST = {"lemore": 100}
+
+
+def cpu_channels_last(model_name: str, num_classes: int) -> bool:
+    """Whether ``model_name`` with ``num_classes`` logits trains in channels_last on CPU (with
+    ``train.channels_last`` on): a fixed table from measurements, so the choice never depends on timing at start."""
+    return num_classes <= CPU_CHANNELS_LAST.get(model_name.split("_", 1)[0], 0)
 
 
 # ------------------------------------------------------------------------------------------ loss and schedule

@@ -3,6 +3,11 @@
 Xie et al., "SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers",
 NeurIPS 2021, arXiv:2105.15203. Built from a config, never from the hub: weights are optional and local
 (a ``save_pretrained`` folder or a weights-only state dict, e.g. MiT-B0 ImageNet weights converted once).
+
+Attention runs through PyTorch's ``scaled_dot_product_attention`` (transformers' ``attn_implementation="sdpa"``,
+fused kernels on CUDA) for training and inference. FLOP counting needs the explicit matmuls of the ``"eager"``
+implementation, which fvcore sees (it does not count SDPA): ``lemore.profiling.count_flops`` switches any model
+with an ``attn_implementation`` property to eager while it counts. Both give the same outputs (tested).
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ import torch.nn.functional as F
 from lemore.registry import register_model
 
 
-def mit_b0_config(num_classes: int):
+#: transformers' attention implementations that SegFormer supports and this project uses.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def mit_b0_config(num_classes: int, attn_implementation: str = "sdpa"):
     from transformers import SegformerConfig
 
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation={attn_implementation!r}; choose from {list(ATTN_IMPLEMENTATIONS)}")
     # MiT-B0 (the SegFormer paper's Table 6) with the all-MLP decoder of width 256.
     cfg = SegformerConfig(
         num_channels=3, num_encoder_blocks=4, depths=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1],
@@ -27,8 +38,7 @@ def mit_b0_config(num_classes: int):
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1,
         drop_path_rate=0.1, decoder_hidden_size=256, num_labels=num_classes, semantic_loss_ignore_index=255,
     )
-    # Explicit matmuls in attention: identical outputs, and FLOP counters (fvcore) can see them.
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = attn_implementation  # no hub lookup: set on the config before the model is built
     return cfg
 
 
@@ -38,12 +48,12 @@ class SegFormer(nn.Module):
     #: The official recipe's ``'head': lr_mult=10`` matches mmseg's ``decode_head.*``: here ``net.decode_head.*``.
     head_prefixes = ("net.decode_head.",)
 
-    def __init__(self, num_classes: int = 150, pretrained: str | None = None):
+    def __init__(self, num_classes: int = 150, pretrained: str | None = None, attn_implementation: str = "sdpa"):
         super().__init__()
         from transformers import SegformerForSemanticSegmentation
 
         self.num_classes = num_classes
-        self.net = SegformerForSemanticSegmentation(mit_b0_config(num_classes))
+        self.net = SegformerForSemanticSegmentation(mit_b0_config(num_classes, attn_implementation))
         if pretrained:
             load_local_weights(self.net, Path(pretrained))
 
@@ -52,6 +62,17 @@ class SegFormer(nn.Module):
         ``norm1``/``norm2``/``norm{i}``/``attn.norm``/``patch_embed{i}.norm`` are transformers' ``layer_norm*``). Its
         ``'pos_block'`` key matches nothing in MiT; the decode head's BatchNorm (mmcv's ``bn``) decays."""
         return [n for n, _ in self.named_parameters() if n.startswith("net.segformer.") and "layer_norm" in n]
+
+    @property
+    def attn_implementation(self) -> str:
+        """``"sdpa"`` (fused ``scaled_dot_product_attention``) or ``"eager"`` (explicit matmuls); settable."""
+        return self.net.config._attn_implementation
+
+    @attn_implementation.setter
+    def attn_implementation(self, value: str) -> None:
+        if value not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation={value!r}; choose from {list(ATTN_IMPLEMENTATIONS)}")
+        self.net.set_attn_implementation(value)
 
     def forward(self, x):  # (B, 3, H, W)
         return F.interpolate(self.forward_logits(x), x.shape[-2:], mode="bilinear", align_corners=False)
@@ -105,11 +126,13 @@ def hub_key_renamer(net: nn.Module):
 
 
 @register_model
-def segformer_b0(num_classes: int = 150, pretrained: str | None = None) -> SegFormer:
+def segformer_b0(num_classes: int = 150, pretrained: str | None = None,
+                 attn_implementation: str = "sdpa") -> SegFormer:
     """SegFormer-B0 (MiT-B0 encoder, all-MLP decoder), 3.8M parameters at 150 classes.
 
     Args:
         num_classes: output classes.
         pretrained: optional local weights (folder or file); never downloaded.
+        attn_implementation: "sdpa" (training and inference) or "eager" (what FLOP counters see).
     """
-    return SegFormer(num_classes, pretrained)
+    return SegFormer(num_classes, pretrained, attn_implementation)
