@@ -11,7 +11,7 @@ every step):
 1. ``train``: every model of :data:`MODELS` trained by the real engine (``lemore.engine.train.train``) with the
    ADE20K recipe's shape: 512x512 crops, global batch 16 on one GPU, 150 classes, AMP (bf16 where supported, else
    fp16 with a GradScaler), channels_last, cudnn.benchmark, pinned memory, ``cores - 1`` loader workers, on
-   synthetic scenes drawn at ADE20K's image sizes (512-683 px, ``lemore.data.synthetic.generate(size_range=...)``)
+   synthetic scenes drawn at ADE20K's image sizes (512 x 512-896 px, ``lemore.data.synthetic.generate(short_side=512)``)
    in the ADE20K layout, read by the ADE20K dataset class and its training pipeline. 300 iterations; iterations/s
    is the median of the engine's own ``train/iter_per_s`` over its logging intervals after the first two (cuDNN
    autotuning, worker start-up); peak GPU memory is ``torch.cuda.max_memory_allocated``; the projection for the
@@ -99,7 +99,7 @@ class Settings:
     skip_intervals: int = 2  # logging intervals left out of it/s: cuDNN autotuning, loader start-up
     compute_iters: int = 30
     compute_warmup: int = 10
-    size_range: tuple[int, int] = (512, 683)  # ADE20K's images are mostly 683x512
+    short_side: int = 512  # ADE20K's images are mostly 683x512
     unique_train: int = 64  # generated scenes, linked to reach ADE20K's 20,210 names (no epoch end in 300 iters)
     num_val: int = 8
     ddp_iters: int = 40
@@ -113,7 +113,7 @@ class Settings:
 
 FULL = Settings()
 DRY = Settings(device="cpu", crop=(64, 64), scale=(128, 64), batch=2, iters=3, log_interval=1, ckpt_interval=2,
-               skip_intervals=1, compute_iters=2, compute_warmup=1, size_range=(64, 96), unique_train=8, num_val=2,
+               skip_intervals=1, compute_iters=2, compute_warmup=1, short_side=64, unique_train=8, num_val=2,
                ddp_iters=2, latency_batches=(1, 2), latency_warmup=1, latency_runs=2, loader_warmup=1,
                loader_batches=2, dry=True)
 
@@ -201,7 +201,7 @@ def make_data(work: Path, s: Settings) -> dict[str, Any]:
     if not (root / "synthetic.json").is_file():
         tmp = work / f".{DATA_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        generate(tmp, num_train=s.unique_train, num_val=s.num_val, seed=0, size_range=s.size_range)
+        generate(tmp, num_train=s.unique_train, num_val=s.num_val, seed=0, short_side=s.short_side)
         if not s.dry:
             img, ann = tmp / "images" / "training", tmp / "annotations" / "training"
             stems = sorted(p.stem for p in img.glob("*.jpg"))
@@ -212,7 +212,7 @@ def make_data(work: Path, s: Settings) -> dict[str, Any]:
         os.replace(tmp, root)
     n_train = len(list((root / "images" / "training").glob("*.jpg")))
     return {"root": str(root), "unique_train_images": s.unique_train, "train_images": n_train,
-            "val_images": s.num_val, "size_range": list(s.size_range), "seconds": round(time.perf_counter() - t0, 1)}
+            "val_images": s.num_val, "short_side": s.short_side, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # --------------------------------------------------------------------------------------------------- steps

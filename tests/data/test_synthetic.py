@@ -39,7 +39,7 @@ def test_same_seed_same_bytes_and_prefix_stability(tmp_path, synthetic_root):
 def test_layout_sizes_and_label_values(synthetic_root):
     meta = json.loads((synthetic_root / META_FILE).read_text())
     assert meta["num_train"] == 12 and meta["num_val"] == 4 and meta["seed"] == 0
-    counts = np.zeros(9, dtype=np.int64)
+    counts = np.zeros(7, dtype=np.int64)
     for split, n in (("training", 12), ("validation", 4)):
         images = sorted((synthetic_root / "images" / split).glob("*.jpg"))
         labels = sorted((synthetic_root / "annotations" / split).glob("*.png"))
@@ -48,19 +48,19 @@ def test_layout_sizes_and_label_values(synthetic_root):
         for img, lbl in zip(images, labels):
             with Image.open(img) as im:
                 w, h = im.size
-            assert 160 <= h <= 256 and 160 <= w <= 256
+            assert min(h, w) == 128 and max(h, w) <= 224  # drawn at the recipe's evaluation scale
             values = read_label(lbl)
-            assert values.shape == (h, w) and values.min() >= 0 and values.max() <= 8
-            counts += np.bincount(values.flatten().numpy(), minlength=9)
+            assert values.shape == (h, w) and values.min() >= 0 and values.max() <= 6
+            counts += np.bincount(values.flatten().numpy(), minlength=7)
     assert (counts > 0).all(), f"every class (and the unlabelled 0) appears: {counts}"
     assert counts[0] < 0.1 * counts.sum()  # the unlabelled rings are thin
 
 
 def test_classes_differ_by_texture_not_colour(synthetic_root):
-    # solid and striped discs take their colours from the same pool; the stripes show as jumps between
+    # solid discs and striped boxes take their colours from the same pool; the stripes show as jumps between
     # neighbours
     ds = build_dataset(replace(recipe("synthetic").data, root=str(synthetic_root)), "train", transform=None)
-    jumps = {2: [], 3: []}  # classes: 2 = disc, 3 = striped disc
+    jumps = {2: [], 3: []}  # classes: 2 = disc, 3 = striped box
     for i in range(len(ds)):
         image, mask = ds.load_raw(i)
         for cls, found in jumps.items():
@@ -77,11 +77,11 @@ def test_classes_differ_by_texture_not_colour(synthetic_root):
 
 def test_dataset_uses_reduce_zero_label(synthetic_root):
     ds = build_dataset(replace(recipe("synthetic").data, root=str(synthetic_root)), "train", transform=None)
-    assert ds.classes == SYNTHETIC_CLASSES and ds.num_classes == 8 and len(ds.palette) == 8
+    assert ds.classes == SYNTHETIC_CLASSES and ds.num_classes == 6 and len(ds.palette) == 6
     stored = read_label(ds.files[0][1])
     _, mask = ds.load_raw(0)
     assert (mask[stored == 0] == 255).all()
-    for v in range(1, 9):
+    for v in range(1, 7):
         assert (mask[stored == v] == v - 1).all()
 
 
@@ -90,8 +90,17 @@ def test_train_and_val_samples(synthetic_root):
     image, mask = build_dataset(cfg, "train")[0]
     assert image.shape == (3, *cfg.crop_size) and mask.shape == cfg.crop_size and mask.dtype == torch.int64
     image, mask = build_dataset(cfg, "val")[0]
-    assert min(image.shape[-2:]) <= 128 and max(image.shape[-2:]) <= 256
-    assert 160 <= min(mask.shape) and max(mask.shape) <= 256
+    # drawn at the evaluation scale: the recipe's keep-ratio resize to (256, 128) leaves the image as it is
+    assert image.shape[-2:] == mask.shape and min(mask.shape) == 128 and max(mask.shape) <= 224
+
+
+def test_another_generator_version_is_regenerated(tmp_path):
+    root = generate(tmp_path / "syn", num_train=2, num_val=1)
+    meta = json.loads((root / META_FILE).read_text())
+    (root / META_FILE).write_text(json.dumps({**meta, "generator_version": 1}))  # as the first generator wrote it
+    assert not is_complete(root)
+    ensure_synthetic(root, num_train=2, num_val=1)
+    assert is_complete(root) and json.loads((root / META_FILE).read_text()) == meta
 
 
 def test_ensure_generates_once_atomically(tmp_path):
@@ -128,15 +137,12 @@ def test_build_dataset_generates_under_the_resolved_root_on_first_use(tmp_path, 
     assert len(ds) == 400 and len(build_dataset(cfg, "val")) == 100
 
 
-def test_size_range_draws_larger_scenes_and_leaves_the_default_alone(tmp_path, synthetic_root):
-    explicit = generate(tmp_path / "explicit", num_train=3, num_val=1, seed=0, size_range=(160, 256))
-    default = _files(synthetic_root)
-    assert all(data == default[name] for name, data in _files(explicit).items() if name != META_FILE)
-    assert "size_range" not in json.loads((explicit / META_FILE).read_text())  # the default's metadata as before
-    large = generate(tmp_path / "large", num_train=2, num_val=1, seed=0, size_range=(512, 683))
-    assert json.loads((large / META_FILE).read_text())["size_range"] == [512, 683]
+def test_short_side_draws_larger_scenes_of_the_same_kind(tmp_path):
+    large = generate(tmp_path / "large", num_train=2, num_val=1, seed=0, short_side=512)
+    assert json.loads((large / META_FILE).read_text())["short_side"] == 512
     for path in (large / "annotations").rglob("*.png"):
-        h, w = read_label(path).shape
-        assert 512 <= min(h, w) and max(h, w) <= 683
-    with pytest.raises(ValueError, match=r"size_range=\(32, 16\)"):
-        generate(tmp_path / "bad", num_train=1, num_val=1, size_range=(32, 16))
+        label = read_label(path)
+        assert min(label.shape) == 512 and max(label.shape) <= 896
+        assert label.max() >= 3  # objects are drawn at this scale too
+    with pytest.raises(ValueError, match=r"short_side=32"):
+        generate(tmp_path / "bad", num_train=1, num_val=1, short_side=32)
