@@ -68,7 +68,7 @@ class DataCfg:
 
     dataset: str = "synthetic"
     root: str = ""  # "" -> $LEMORE_DATA/<DEFAULT_SUBDIRS[dataset]>
-    num_classes: int = 8
+    num_classes: int = 6
     crop_size: tuple[int, int] = (128, 128)
     scale: tuple[int, int] = (256, 128)
     ratio_range: tuple[float, float] = (0.5, 2.0)
@@ -138,13 +138,15 @@ class RunCfg:
     name: str = ""  # "" -> run_name(cfg)
 
     def run_name(self, world_size: int = 1) -> str:
-        """MMSegmentation's naming: ``{model}_{bs}x{gpus}-{iters}_{dataset}-{H}x{W}``."""
+        """MMSegmentation's naming: ``{model}_{bs}x{gpus}-{iters}_{dataset}-{W}x{H}``, then ``_seed{n}`` for any
+        seed but 0 (runs of several seeds live side by side; seed 0 keeps mmseg's name)."""
         if self.name:
             return self.name
         per_gpu = max(1, self.train.batch_size // max(1, world_size))
         iters = f"{self.train.iters // 1000}k" if self.train.iters % 1000 == 0 else str(self.train.iters)
         h, w = self.data.crop_size
-        return f"{self.model.name}_{per_gpu}x{world_size}-{iters}_{self.data.dataset}-{w}x{h}"
+        seed = f"_seed{self.train.seed}" if self.train.seed else ""
+        return f"{self.model.name}_{per_gpu}x{world_size}-{iters}_{self.data.dataset}-{w}x{h}{seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -467,6 +469,8 @@ def validate(cfg: RunCfg) -> None:
                    ("data.num_classes", d.num_classes)):
         if v < 1:
             raise ConfigValueError(f"{key}={v} must be >= 1")
+    if t.seed < 0:
+        raise ConfigValueError(f"train.seed={t.seed} must be >= 0")
     if not (math.isfinite(t.lr) and t.lr >= 0):
         raise ConfigValueError(f"train.lr={t.lr} must be a finite number >= 0")
     if min(d.crop_size) < 64:

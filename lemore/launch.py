@@ -164,7 +164,8 @@ def _pretrained_from_stage(status: Path = PRETRAIN_STATUS) -> str:
 
 def finetune_config(dataset: str, model: str, *, iterations: int = 0, batch_size: int = 0, crop: str = "",
                     data_root: str = "", pretrained: str = "", wandb: str = "offline", out_dir: str = "runs",
-                    smoke: bool = False, overrides: dict[str, Any] | list[str] | None = None) -> RunCfg:
+                    seed: int = 0, smoke: bool = False,
+                    overrides: dict[str, Any] | list[str] | None = None) -> RunCfg:
     """The run config of a notebook's parameters: ``recipe(dataset)`` + the non-sentinel parameters.
 
     Args:
@@ -177,12 +178,13 @@ def finetune_config(dataset: str, model: str, *, iterations: int = 0, batch_size
         pretrained: encoder weights (``model.pretrained``); ``"pretrain"`` = the pipeline's pretrain stage output.
         wandb: "offline" | "online" | "disabled".
         out_dir: run directories go to ``<out_dir>/<run name>``.
+        seed: ``train.seed`` (data order, augmentation, initial weights); the run name ends in ``_seed<n>`` unless 0.
         smoke: apply :data:`SMOKE` last (the dataset becomes "synthetic").
         overrides: more ``key=value`` config overrides, applied after the parameters.
     """
     check_choices(dataset, model, wandb=wandb)
-    require_ints(iterations=iterations, batch_size=batch_size)
-    ov: dict[str, Any] = {"model.name": model, "wandb": wandb, "out_dir": out_dir}
+    require_ints(iterations=iterations, batch_size=batch_size, seed=seed)
+    ov: dict[str, Any] = {"model.name": model, "wandb": wandb, "out_dir": out_dir, "train.seed": seed}
     if iterations:
         ov["train.iters"] = int(iterations)
     if batch_size:

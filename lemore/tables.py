@@ -20,8 +20,10 @@ milliseconds: ``latency ratio (published)`` is the paper's ms over the paper's 5
 same paper measured both), ``latency ratio (ours)`` the ratio measured in one run of ``benchmarks/latency.py``
 (``results/benchmarks/latency.json``, setting :data:`LATENCY_SETTING`, each model in its fastest form).
 
-Which run stands for a (dataset, model) pair when there are several: the one with the most iterations, ties broken
-by the run name (last in sort order), so the choice never depends on file times.
+Which runs stand for a (dataset, model) pair when there are several: those of the setting with the most iterations
+(ties broken by the run name, last in sort order, so the choice never depends on file times), and within that setting
+every seed: accuracy columns are the mean over the seeds, with ``<metric>_std`` (sample standard deviation, empty for
+one seed) and ``n`` (the number of seeds) beside them (:func:`best_runs`).
 """
 
 from __future__ import annotations
@@ -141,11 +143,11 @@ def _read_json(path: Path) -> Any:
 def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """One row per fine-tuning results JSON under ``<results_dir>/metrics`` (searched recursively).
 
-    Columns: run_name, dataset, model, iters, batch_size, crop, miou, aacc, macc, miou59, miou60, num_images,
-    params_m, checkpoint, path. Empty (with these columns) when there is no run yet.
+    Columns: run_name, dataset, model, iters, batch_size, crop, seed, miou, aacc, macc, miou59, miou60, num_images,
+    params_m, checkpoint, path, per_class_iou (a dict). Empty (with these columns) when there is no run yet.
     """
-    cols = ["run_name", "dataset", "model", "iters", "batch_size", "crop", "miou", "aacc", "macc", "miou59",
-            "miou60", "num_images", "params_m", "checkpoint", "path"]
+    cols = ["run_name", "dataset", "model", "iters", "batch_size", "crop", "seed", "miou", "aacc", "macc", "miou59",
+            "miou60", "num_images", "params_m", "checkpoint", "path", "per_class_iou"]
     rows = []
     for path in sorted(Path(results_dir, "metrics").rglob("*.json")):
         obj = _read_json(path)
@@ -156,21 +158,49 @@ def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
         rows.append(dict(
             run_name=obj.get("run_name", path.stem), dataset=cfg["data"]["dataset"], model=cfg["model"]["name"],
             iters=obj.get("iteration", cfg["train"]["iters"]), batch_size=cfg["train"]["batch_size"],
-            crop=f"{h}x{w}", miou=m.get("miou"), aacc=m.get("aacc"), macc=m.get("macc"), miou59=m.get("miou59"),
+            crop=f"{h}x{w}", seed=int(cfg["train"].get("seed", 0)), miou=m.get("miou"), aacc=m.get("aacc"), macc=m.get("macc"), miou59=m.get("miou59"),
             miou60=m.get("miou60"), num_images=m.get("num_images"), params_m=obj.get("params_m"),
-            checkpoint=obj.get("checkpoint"), path=str(path)))
+            checkpoint=obj.get("checkpoint"), path=str(path), per_class_iou=m.get("per_class_iou") or {}))
     df = pd.DataFrame(rows, columns=cols)
     for c in ("miou", "aacc", "macc", "miou59", "miou60", "params_m"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
 
 
+#: Accuracy columns averaged over seeds by :func:`best_runs` (each also gets ``<column>_std``).
+SEED_METRICS = ("miou", "aacc", "macc", "miou59", "miou60")
+#: What makes two runs of a (dataset, model) the same setting, seeds aside.
+SETTING = ("dataset", "model", "iters", "batch_size", "crop")
+
+
 def best_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (dataset, model): the most iterations, then the last run name (see the module docstring)."""
+    """One row per (dataset, model): its setting with the most iterations (then the last run name), the accuracy
+    averaged over that setting's seeds (see the module docstring).
+
+    Adds ``<metric>_std`` for :data:`SEED_METRICS` (sample standard deviation, NaN for one seed), ``n`` (seeds),
+    ``seeds`` ("0,1,2") and ``per_class_iou`` averaged over the seeds; ``run_name``, ``checkpoint`` and ``path`` are
+    those of the lowest seed (the run the figures show).
+    """
     if runs.empty:
-        return runs
+        return runs.assign(**{f"{m}_std": pd.Series(dtype=float) for m in SEED_METRICS}, n=pd.Series(dtype=int),
+                           seeds=pd.Series(dtype=str))
     ordered = runs.sort_values(["dataset", "model", "iters", "run_name"])
-    return ordered.groupby(["dataset", "model"], as_index=False).tail(1).reset_index(drop=True)
+    chosen = ordered.groupby(["dataset", "model"], as_index=False).tail(1)[list(SETTING)]
+    rows = []
+    for _, setting in chosen.iterrows():
+        same = runs[(runs[list(SETTING)] == setting.values).all(axis=1)].sort_values(["seed", "run_name"])
+        same = same.drop_duplicates("seed", keep="last")  # a seed run twice (two names): the last name
+        row = same.iloc[0].to_dict()
+        for m in SEED_METRICS:
+            values = same[m].astype(float)
+            row[m] = values.mean() if values.notna().any() else math.nan
+            row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else math.nan
+        row["n"], row["seeds"] = len(same), ",".join(str(v) for v in same.seed)
+        classes = [c for c in same.per_class_iou.iloc[0]]
+        row["per_class_iou"] = {c: float(pd.Series([d.get(c, math.nan) for d in same.per_class_iou]).mean())
+                                for c in classes}
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 def load_profile(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
@@ -238,14 +268,14 @@ def _ours(spec: TableSpec, model: str, runs: pd.DataFrame, profile: pd.DataFrame
           pretrain: dict[str, Any] | None) -> dict[str, Any]:
     """Our values of ``spec.metrics`` for ``model`` (NaN where we have none) and the run they come from."""
     out: dict[str, Any] = {m: math.nan for m in spec.metrics}
-    out["run"] = ""
+    out.update({f"{m}_std": math.nan for m in spec.metrics}, run="", n=math.nan)
     hit = runs[(runs.dataset == spec.dataset) & (runs.model == model)] if not runs.empty else runs
     if not hit.empty:
         row = hit.iloc[-1]
-        out["run"] = row.run_name
+        out["run"], out["n"] = row.run_name, row.get("n", 1)
         for m in ("miou", "miou59", "miou60"):
             if m in spec.metrics:
-                out[m] = row[m]
+                out[m], out[f"{m}_std"] = row[m], row.get(f"{m}_std", math.nan)
     if "top1" in spec.metrics and pretrain is not None:
         out["top1"] = float(pretrain.get("metrics", pretrain)["top1"])
         out["run"] = pretrain.get("run_name", "pretrain")
@@ -304,10 +334,13 @@ def paper_vs_ours(name: str, runs: pd.DataFrame, profile: pd.DataFrame,
             p = float(p) if pd.notna(p) else math.nan
             o = float(ours[m]) if pd.notna(ours[m]) else math.nan
             row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = p, o, o - p
+            if m in SEED_METRICS:
+                row[f"{m} std (ours)"] = ours.get(f"{m}_std", math.nan)
         lat = prow["latency_ms"] if "latency_ms" in paper.columns and pd.notna(prow["latency_ms"]) else math.nan
         row.update(latency_cells(float(lat), model))
         row["ours: model"] = model
         row["ours: run"] = ours.get("run", "") if model else ""
+        row["ours: n"] = ours.get("n", math.nan) if model else math.nan
         rows.append(row)
     if spec.peers:
         from lemore.paper import load_peers
@@ -319,15 +352,18 @@ def paper_vs_ours(name: str, runs: pd.DataFrame, profile: pd.DataFrame,
                 o = float(ours[m]) if pd.notna(ours[m]) else math.nan
                 published = float(getattr(p, m))
                 row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = published, o, o - published
+                if m in SEED_METRICS:
+                    row[f"{m} std (ours)"] = ours.get(f"{m}_std", math.nan)
             # Published latencies of the peers are on other hardware than the paper's 51 ms: no published ratio.
             row.update(latency_cells(math.nan, p.registry))
-            row["ours: model"], row["ours: run"] = p.registry, ours.get("run", "")
+            row["ours: model"], row["ours: run"], row["ours: n"] = p.registry, ours.get("run", ""), ours["n"]
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def ours_table(dataset: str, runs: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
-    """Our runs on ``dataset`` (no paper counterpart, e.g. the synthetic set): accuracy, size and cost.
+    """Our runs on ``dataset`` (no paper counterpart, e.g. the synthetic set): accuracy (mean over the ``n`` seeds,
+    with its standard deviation), size and cost.
 
     GFLOPs and latency are those of ``results/profile`` at the dataset's recipe crop and class count.
     """
@@ -338,7 +374,8 @@ def ours_table(dataset: str, runs: pd.DataFrame, profile: pd.DataFrame) -> pd.Da
     hit = runs[runs.dataset == dataset] if not runs.empty else runs
     rows = []
     for _, r in hit.iterrows():
-        rows.append({"model": display_name(r.model), "run": r.run_name, "iters": int(r.iters), "miou": r.miou,
+        rows.append({"model": display_name(r.model), "run": r.run_name, "iters": int(r.iters),
+                     "n": int(r.get("n", 1)), "miou": r.miou, "miou std": r.get("miou_std", math.nan),
                      "aacc": r.aacc, "macc": r.macc,
                      "params_m": r.params_m if pd.notna(r.params_m) else _profile_value(profile, r.model, size, k,
                                                                                         "params_m"),
@@ -370,6 +407,93 @@ def caption(name: str) -> str:
     if name in TABLES:
         return TABLES[name] + " -- paper vs this reproduction (Δ = ours - paper)"
     return f"Our runs on the {name.removeprefix('ours_')} dataset (no paper counterpart)"
+
+
+# ------------------------------------------------------------------------------------------ the proxy study
+PROXY_CAPTIONS = {
+    "proxy_models": "Synthetic proxy: LeMoRe and its peers, several seeds each (proxy mIoU = mean over the seeds, std "
+                    "= their sample standard deviation, n = seeds), beside the ADE20K mIoU their authors published; "
+                    "params and GFLOPs measured here at 512x512 with 150 classes",
+    "proxy_ablation": "Synthetic proxy: the rows of the paper's Table 2 (ADE20K columns are the paper's), several "
+                      "seeds each; the full model's row is LeMoRe's runs",
+}
+
+
+def published_ade20k_miou() -> dict[str, tuple[float, str]]:
+    """Registry model -> (ADE20K val mIoU its authors published, source): the LeMoRe paper's Table 1 for the rows it
+    has, the peers' own papers for TopFormer-T and SeaFormer-T (:func:`lemore.paper.load_peers`)."""
+    from lemore.paper import load_peers
+
+    spec, t1 = SPECS["table1_ade20k"], load_table("table1_ade20k")
+    out = {}
+    for model, keys in spec.models.items():
+        hit = t1[[all(_same(r[k], v) for k, v in keys.items()) for _, r in t1.iterrows()]]
+        if len(hit):
+            out[model] = (float(hit["miou"].iloc[0]), "LeMoRe paper, Table 1")
+    for p in load_peers().itertuples(index=False):
+        out[p.registry] = (float(p.miou), p.short_source)
+    return out
+
+
+def proxy_tables(results_dir: str | os.PathLike = "results/proxy",
+                 profile_dir: str | os.PathLike = "results") -> dict[str, pd.DataFrame]:
+    """The proxy study's tables from ``<results_dir>/metrics`` (its runs) and ``<profile_dir>/profile`` (params and
+    GFLOPs at the paper's 512x512 / 150-class setting, written by the default pipeline's profile_tables stage).
+
+    ``proxy_models``: every model of the study but the Table 2 variants, sorted by proxy mIoU; ``proxy_ablation``:
+    Table 2's rows in the paper's order, the paper's ADE20K figures beside the proxy's. A model without runs keeps
+    empty cells.
+    """
+    runs = best_runs(load_runs(results_dir))
+    profile = load_profile(profile_dir)
+    published = published_ade20k_miou()
+
+    def proxy_cells(model: str) -> dict[str, Any]:
+        hit = runs[runs.model == model] if not runs.empty else runs
+        if hit.empty:
+            return {"proxy miou": math.nan, "proxy miou std": math.nan, "n": 0, "seeds": "", "iters": math.nan}
+        r = hit.iloc[-1]
+        return {"proxy miou": r.miou, "proxy miou std": r.miou_std, "n": int(r.n), "seeds": r.seeds,
+                "iters": int(r.iters)}
+
+    def cost(model: str) -> dict[str, float]:
+        return {"params_m": _profile_value(profile, model, (512, 512), 150, "params_m"),
+                "gflops (512x512)": _profile_value(profile, model, (512, 512), 150, "gflops")}
+
+    ablation = set(ABLATION_ROWS) - {"lemore_tfl_ca_na"}
+    models = [m for m in sorted(set(runs.model)) if m not in ablation] if not runs.empty else []
+    rows = []
+    for m in models:
+        miou, source = published.get(m, (math.nan, ""))
+        rows.append({"model": display_name(m), **proxy_cells(m), **cost(m), "ade20k miou (published)": miou,
+                     "source": source, "registry": m})
+    models_df = pd.DataFrame(rows, columns=["model", "proxy miou", "proxy miou std", "n", "seeds", "iters", "params_m",
+                                            "gflops (512x512)", "ade20k miou (published)", "source", "registry"])
+    models_df = models_df.sort_values("proxy miou", ascending=False, kind="stable").reset_index(drop=True)
+
+    paper = load_table("table2_ablation")
+    by_switch = {v: k for k, v in ABLATION_MODELS.items()}
+    rows = []
+    for _, prow in paper.iterrows():
+        model = by_switch[tuple(int(prow[c]) for c in SWITCHES)]
+        rows.append({**{c: int(prow[c]) for c in SWITCHES}, "params_m (paper)": float(prow["params_m"]),
+                     "gflops (paper)": float(prow["gflops"]), "ade20k miou (paper)": float(prow["miou"]),
+                     **proxy_cells(model), "registry": model})
+    return {"proxy_models": models_df, "proxy_ablation": pd.DataFrame(rows)}
+
+
+def write_proxy_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """:func:`write_table` for each proxy table, and an ``index.md`` that lists them."""
+    written = []
+    index = ["# The synthetic proxy study", "",
+             "Built by `notebooks/proxy.ipynb` from `results/proxy/metrics` (the study's runs) and `results/profile`. "
+             "Proxy mIoU is measured on the synthetic validation split; columns marked `(paper)` or `(published)` "
+             "are ADE20K figures from the papers (`source`). What a synthetic proxy can and cannot tell: README.", ""]
+    for name, df in built.items():
+        written += write_table(df, out_dir, name, PROXY_CAPTIONS.get(name, name))
+        index.append(f"- [{name}]({name}.md): {PROXY_CAPTIONS.get(name, name)}")
+    write_text_atomic(Path(out_dir) / "index.md", "\n".join(index) + "\n")
+    return written + [Path(out_dir) / "index.md"]
 
 
 # --------------------------------------------------------------------------------------------- profiling

@@ -121,7 +121,7 @@ def notebook_parameter_names(name: str) -> set[str]:
 def test_default_params_are_the_synthetic_study_and_match_the_notebooks():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert list(params["datasets"]) == ["synthetic"]
-    assert params["models"] == ["segformer_b0", "lemore"]
+    assert params["models"] == ["segformer_b0", "lemore"] and params["seeds"] == [0]
     assert params["pretrain"]["enabled"] is False
     for dataset, block in params["datasets"].items():
         assert dataset in DATASET_NAMES
@@ -178,6 +178,7 @@ def smoke_params(tmp: Path) -> dict:
     common = {"batch_size": 0, "crop": "", "gpus": 1, "pretrained": "", "wandb": "disabled"}
     return {
         "models": ["segformer_b0", "lemore"],
+        "seeds": [0],
         "datasets": {
             "synthetic": {"data_root": str(ensure_synthetic(tmp / "data" / "syn", num_train=8, num_val=2)),
                           "iterations": 0, "smoke": True, **common},
@@ -205,16 +206,17 @@ def test_each_stage_depends_only_on_its_own_dataset(tmp_path, monkeypatch):
         stages = {s.name: s for s in repo.index.stages}
         assert set(stages) == {"data@synthetic", "data@ade20k", "pretrain", "profile_tables", "profile@synthetic",
                                "profile@ade20k", "results", "figures@synthetic", "figures@ade20k",
-                               "finetune@synthetic-segformer_b0", "finetune@synthetic-lemore",
-                               "finetune@ade20k-segformer_b0", "finetune@ade20k-lemore"}
+                               "finetune@synthetic-segformer_b0-0", "finetune@synthetic-lemore-0",
+                               "finetune@ade20k-segformer_b0-0", "finetune@ade20k-lemore-0"}
         for name, stage in stages.items():
             keys = {k for d in stage.deps if hasattr(d, "params") for k in (d.params or [])}
             dataset_keys = {k for k in keys if k.startswith("datasets")}
             mine = name.split("@")[1].split("-")[0] if "@" in name else None
             assert all(k.startswith(f"datasets.{mine}") for k in dataset_keys), (name, keys)
             assert "datasets" not in keys, name  # never the whole block of every dataset
-        assert {d.def_path for d in stages["finetune@ade20k-lemore"].outs} == {
-            "runs/ade20k/lemore", "results/metrics/ade20k/lemore", "results/notebooks/finetune_ade20k_lemore.ipynb"}
+        assert {d.def_path for d in stages["finetune@ade20k-lemore-0"].outs} == {
+            "runs/ade20k/lemore/seed0", "results/metrics/ade20k/lemore/seed0",
+            "results/notebooks/finetune_ade20k_lemore_seed0.ipynb"}
         assert all(not o.use_cache for s in stages.values() for o in s.outs if o.def_path.startswith("results"))
         assert all(o.use_cache for s in stages.values() for o in s.outs if o.def_path.startswith("runs"))
 
@@ -236,10 +238,10 @@ def test_dvc_repro_smoke(tmp_path):
                  "figures/visual_comparison_synthetic.png", "figures/bubble_synthetic.png",
                  "figures/visual_comparison_ade20k.png", "figures/bubble_ade20k.png", "profile/tables.json",
                  "profile/synthetic.json", "profile/ade20k.md",
-                 "pretrain/status.json", "data/ade20k.json", "notebooks/finetune_ade20k_lemore.ipynb",
-                 "metrics/ade20k/lemore/lemore_2x1-2_ade20k-64x64.json"]:
+                 "pretrain/status.json", "data/ade20k.json", "notebooks/finetune_ade20k_lemore_seed0.ipynb",
+                 "metrics/ade20k/lemore/seed0/lemore_2x1-2_ade20k-64x64.json"]:
         assert (res / path).is_file(), path
-    assert (proj / "runs/synthetic/lemore/lemore_2x1-2_synthetic-64x64/model.pt").is_file()
+    assert (proj / "runs/synthetic/lemore/seed0/lemore_2x1-2_synthetic-64x64/model.pt").is_file()
     table1 = (res / "tables/table1_ade20k.md").read_text()
     assert "segformer_b0_2x1-2_ade20k-64x64" in table1 and "lemore_2x1-2_ade20k-64x64" in table1
 
@@ -250,9 +252,9 @@ def test_dvc_repro_smoke(tmp_path):
     params["datasets"]["ade20k"]["iterations"] = 3
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = dvc(proj, "repro")
-    assert ran(third) == {"finetune@ade20k-segformer_b0", "finetune@ade20k-lemore", "results", "figures@ade20k"}
-    assert (res / "metrics/ade20k/lemore/lemore_2x1-3_ade20k-64x64.json").is_file()
-    assert not (res / "metrics/ade20k/lemore/lemore_2x1-2_ade20k-64x64.json").exists()  # outputs are replaced
+    assert ran(third) == {"finetune@ade20k-segformer_b0-0", "finetune@ade20k-lemore-0", "results", "figures@ade20k"}
+    assert (res / "metrics/ade20k/lemore/seed0/lemore_2x1-3_ade20k-64x64.json").is_file()
+    assert not (res / "metrics/ade20k/lemore/seed0/lemore_2x1-2_ade20k-64x64.json").exists()  # outputs replaced
 
 
 @pytest.mark.slow
@@ -284,3 +286,28 @@ def test_pretrain_stage_when_enabled(tmp_path):
     assert status["enabled"] and (proj / status["encoder"]).is_file()
     assert (proj / "results/pretrain/pretrain.ipynb").is_file()
     assert (proj / f"results/pretrain/{status['run_name']}.json").is_file()
+
+
+def test_the_proxy_study_is_its_own_pipeline():
+    """studies/proxy: every model x seed and Table 2 row x seed, outputs under names that say "proxy"; `make demo`
+    reproduces the root dvc.yaml only (a bare `dvc repro` would run the proxy study too)."""
+    from dvc.repo import Repo
+
+    from lemore.models.lemore import ABLATION_ROWS
+
+    params = yaml.safe_load((ROOT / "studies/proxy/params.yaml").read_text())
+    assert len(params["seeds"]) >= 3 and len(params["ablation_seeds"]) >= 2
+    assert {"lemore", "segformer_b0", "lraspp_mobilenet_v3_large", "topformer_t", "seaformer_t",
+            "lraspp_mobilenet_v3_large_reduced"} <= set(params["models"])
+    assert set(params["ablation_models"]) | {"lemore_tfl_ca_na"} == set(ABLATION_ROWS)  # the full row is `lemore`
+    for m in params["models"] + params["ablation_models"]:
+        launch.check_choices(model=m)
+    assert set(params["finetune"]) <= notebook_parameter_names("finetune")
+    assert set(params["report"]) <= notebook_parameter_names("proxy")
+    with Repo(str(ROOT)) as repo:
+        stages = [s for s in repo.index.stages if s.path_in_repo == "studies/proxy/dvc.yaml"]
+    expected = len(params["models"]) * len(params["seeds"]) + len(params["ablation_models"]) * len(params["ablation_seeds"])
+    assert len(stages) == expected + 1
+    outs = [o.def_path for s in stages for o in s.outs]
+    assert outs and all("proxy" in o for o in outs)
+    assert "dvc repro dvc.yaml" in (ROOT / "Makefile").read_text()

@@ -10,13 +10,13 @@ from lemore import tables
 from lemore.paper import TABLES, load_table
 
 
-def write_run(results, dataset, model, miou, iters=100, crop=(512, 512), extra=None, sub=True):
-    name = f"{model}_16x1-{iters}_{dataset}-{crop[1]}x{crop[0]}"
+def write_run(results, dataset, model, miou, iters=100, crop=(512, 512), extra=None, sub=True, seed=0):
+    name = f"{model}_16x1-{iters}_{dataset}-{crop[1]}x{crop[0]}" + (f"_seed{seed}" if seed else "")
     metrics = {"aacc": 80.0, "miou": miou, "macc": 50.0, "per_class_iou": {"a": miou}, "num_images": 3}
     metrics.update(extra or {})
     obj = {"run_name": name, "iteration": iters, "params_m": 1.55, "checkpoint": f"runs/{name}/model.pt",
            "config": {"data": {"dataset": dataset, "crop_size": list(crop)}, "model": {"name": model},
-                      "train": {"iters": iters, "batch_size": 16}},
+                      "train": {"iters": iters, "batch_size": 16, "seed": seed}},
            "metrics": metrics}
     folder = results / "metrics" / dataset / model if sub else results / "metrics"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,23 @@ def test_load_runs_and_best_run(results):
     assert len(best) == 5
     lemore = best[(best.dataset == "ade20k") & (best.model == "lemore")].iloc[0]
     assert lemore.miou == 31.5 and lemore.iters == 2000
+
+
+def test_seeds_are_averaged_with_std_and_n(results):
+    for seed, miou in ((1, 72.0), (2, 74.0)):  # seed 0 (70.0) is in the fixture
+        write_run(results, "synthetic", "lemore", miou, crop=(128, 128), sub=False, seed=seed)
+    write_run(results, "synthetic", "lemore", 10.0, iters=50, crop=(128, 128), sub=False, seed=3)  # another setting
+    best = tables.best_runs(tables.load_runs(results))
+    row = best[(best.dataset == "synthetic") & (best.model == "lemore")].iloc[0]
+    assert (row.miou, row.miou_std, row.n, row.seeds) == (72.0, 2.0, 3, "0,1,2")
+    assert row.per_class_iou == {"a": 72.0} and row.run_name == "lemore_16x1-100_synthetic-128x128"  # seed 0's
+    single = best[(best.dataset == "ade20k") & (best.model == "lemore")].iloc[0]
+    assert single.n == 1 and math.isnan(single.miou_std)
+    ours = tables.ours_table("synthetic", best, tables.load_profile(results))
+    assert ours[["n", "miou", "miou std"]].values.tolist() == [[3, 72.0, 2.0]]
+    t1 = tables.paper_vs_ours("table1_ade20k", best, tables.load_profile(results))
+    lem = t1[t1["ours: model"] == "lemore"].iloc[0]
+    assert lem["ours: n"] == 1 and math.isnan(lem["miou std (ours)"]) and lem["miou (ours)"] == 31.5
 
 
 def write_latency(results, ratios: dict, setting: str = "ort, 1 thread | output"):
