@@ -35,7 +35,7 @@ test-all: setup
 # (measured 0.2 vs 1.0 it/s on the 2-core dev machine).
 demo: setup
 	@start=$$(date +%s); \
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/dvc repro && \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/dvc repro dvc.yaml && \
 	$(PY) -m lemore.summary --elapsed $$(( $$(date +%s) - start ))
 
 # One CUDA GPU, at most 8 minutes: the engine's GPU paths measured (AMP, channels_last, NCCL + SyncBatchNorm,

@@ -303,3 +303,45 @@ def bubble_for_dataset(results_dir: str | os.PathLike, dataset: str, include_pap
     title = (f"{dataset}: mIoU vs parameters\nbubble area ∝ GFLOPs at {size}; our labels: GFLOPs, latency "
              f"(batch 1, {size})")
     return bubble_plot(points, title=title, device_note=device)
+
+
+# -------------------------------------------------------------------------------------------- proxy study
+def _switch_label(row: pd.Series) -> str:
+    parts = [s for s, col in (("T", "transverse"), ("F", "frontal"), ("L", "lateral"), ("CA", "channel_attention"),
+                              ("NA", "nested_attention")) if int(row[col])]
+    return "+".join(parts)
+
+
+def proxy_figure(results_dir: str | os.PathLike, built: dict[str, pd.DataFrame]) -> Figure:
+    """The proxy study at a glance: proxy mIoU (mean, ± std as a bar, each seed a dot) of every model (left) and of
+    every Table 2 row (right, labelled with the paper's ADE20K mIoU). ``built``: :func:`lemore.tables.proxy_tables`."""
+    runs = load_runs(results_dir)
+    models, ablation = built["proxy_models"], built["proxy_ablation"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(models), len(ablation)) + 1.6),
+                             gridspec_kw={"width_ratios": [1, 1]})
+
+    def panel(ax, frame: pd.DataFrame, labels: list[str], title: str, notes: list[str]) -> None:
+        y = np.arange(len(frame))[::-1]
+        ax.barh(y, frame["proxy miou"].fillna(0), xerr=frame["proxy miou std"].fillna(0), color="#9ecae1",
+                ecolor="0.3", capsize=3)
+        for yi, (_, r) in zip(y, frame.iterrows()):
+            hit = runs[(runs.model == r.registry) & (runs.iters == r.iters)] if not runs.empty else runs
+            ax.plot(hit.miou, np.full(len(hit), yi), "o", ms=3.5, color="k", alpha=0.7)
+        ax.set_yticks(y, labels)
+        lo = np.nanmin(frame["proxy miou"]) if frame["proxy miou"].notna().any() else 0
+        ax.set_xlim(max(0, lo - 15), 100)
+        for yi, note in zip(y, notes):
+            ax.annotate(note, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7, color="0.35", annotation_clip=False)
+        ax.set_xlabel("proxy mIoU (synthetic val), mean ± std over seeds; dots: seeds")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+
+    panel(axes[0], models, list(models.model), "LeMoRe and its peers",
+          [f"n={int(r.n)}, {r.params_m:.2f}M, ADE20K {r['ade20k miou (published)']:.1f} (published)"
+           if pd.notna(r["ade20k miou (published)"]) else f"n={int(r.n)}" for _, r in models.iterrows()])
+    panel(axes[1], ablation, [_switch_label(r) for _, r in ablation.iterrows()], "Table 2 rows",
+          [f"n={int(r.n)}, ADE20K {r['ade20k miou (paper)']:.1f} (paper)" for _, r in ablation.iterrows()])
+    fig.tight_layout(w_pad=12)
+    plt.close(fig)
+    return fig
