@@ -9,6 +9,7 @@ import lemore
 from lemore.cli import main as cli
 from lemore.export import build_model, export_onnx, max_abs_diff, ort_session, run_onnx
 from lemore.models.fuse import fuse_for_inference
+from labels_check import assert_same_labels, segmentation_like
 
 SIZE = (64, 64)
 
@@ -130,3 +131,56 @@ def test_latency_comparison_runs_every_case_and_states_its_protocol():
     assert "ORT_ENABLE_ALL" in proto["ort_graph_optimization"] and "2 timed runs" in proto["latency"]
     md = compare_to_markdown(result)
     assert "| lemore_t | 64x64 |" in md and "ort, 1 thread" in md and "## Protocol" in md
+
+
+# ----------------------------------------------------------------------------------------- labels output
+@pytest.mark.parametrize("name", ["lemore", "lraspp_mobilenet_v3_large", "segformer_b0"])
+def test_labels_export_equals_the_naive_argmax(name, tmp_path):
+    """--labels: ORT outputs (1, H, W) int64 labels equal to argmax(upsample(logits)) (1/8 and 1/4 strides)."""
+    model = _trained_bn(build_model(name, 10, SIZE))
+    path = export_onnx(fuse_for_inference(model), tmp_path / f"{name}.onnx", SIZE, labels=True)
+    proto = onnx.load(str(path))
+    assert [o.name for o in proto.graph.output] == ["labels"]
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    sess = ort_session(path, threads=1)
+    for _ in range(2):
+        x = torch.randn(1, 3, *SIZE)
+        with torch.no_grad():
+            logits = model.forward_logits(x)
+        assert_same_labels(torch.from_numpy(run_onnx(sess, x)), logits, SIZE)
+
+
+class _LabelsOf(torch.nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def forward(self, logits):
+        from lemore.labels import upsampled_argmax
+
+        return upsampled_argmax(logits, self.size)
+
+
+@pytest.mark.parametrize("low,size", [((8, 8), (64, 64)), ((7, 9), (50, 61)), ((16, 16), (64, 64))])
+def test_labels_graph_on_hard_logits(low, size, tmp_path):
+    """The exported label head alone: no mixed cell, a few, all of them; exact ties and near ties."""
+    path = tmp_path / "labels.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_LabelsOf(size), (torch.randn(1, 12, *low),), str(path), dynamo=False, opset_version=18,
+                          input_names=["logits"], output_names=["labels"])
+    sess = ort_session(path, threads=1)
+    cases = [torch.zeros(1, 12, *low), segmentation_like(1, 12, *low), torch.randn(1, 12, *low),
+             torch.randint(0, 3, (1, 12, *low)).float(), torch.randint(0, 3, (1, 12, *low)) + 1e-7 * torch.randn(1, 12, *low)]
+    for logits in cases:
+        out = sess.run(None, {"logits": logits.float().numpy()})[0]
+        assert_same_labels(torch.from_numpy(out), logits.float(), size)
+
+
+def test_export_cli_labels(tmp_path, capsys):
+    out = tmp_path / "l.onnx"
+    assert cli(["export", "--model", "lemore_t", "--num-classes", "5", "--size", "64", "128", "--out", str(out),
+                "--fuse", "--labels", "--check"]) == 0
+    assert "labels equal to PyTorch's naive argmax on" in capsys.readouterr().out
+    assert ort_session(out).get_outputs()[0].shape == [1, 64, 128]
+    with pytest.raises(SystemExit):  # --logits and --labels exclude each other
+        cli(["export", "--model", "lemore_t", "--out", str(out), "--logits", "--labels"])
