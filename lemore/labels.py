@@ -76,21 +76,37 @@ def naive_labels(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _geometry(h: int, w: int, out_h: int, out_w: int) -> dict[str, torch.Tensor]:
-    """Constants of one (h, w) -> (H, W) upsampling: per output row/column its cell and weights, per cell its
-    block of output rows/columns (first, last; cells without pixels, possible when downsampling, are empty)."""
+def _geometry(h: int, w: int, out_h: int, out_w: int) -> dict:
+    """Constants of one (h, w) -> (H, W) upsampling, per axis: each output row's cell and weights; each cell's
+    block of output rows (first, last; empty cells are possible when downsampling); and the block's *distinct*
+    rows: rows clamped at the border (all weight on the first or the last node) repeat one row's values, so a
+    cell computes each of them once (``rep``: the row whose values an output row takes; ``slot_first/last``)."""
     geo = {}
     for axis, n_in, n_out in (("y", h, out_h), ("x", w, out_w)):
         i0, _, w0, w1 = source_index(n_in, n_out)
         counts = np.bincount(i0, minlength=n_in)
         last = np.cumsum(counts) - 1
-        geo |= {f"{axis}0": i0, f"w{axis}0": w0, f"w{axis}1": w1, f"first_{axis}": last - counts + 1,
-                f"last_{axis}": np.maximum(last, 0), f"has_{axis}": counts > 0,
+        first = last - counts + 1
+        rep = np.arange(n_out)
+        top = np.flatnonzero((i0 == 0) & (w1 == 0))  # before the first node's centre: x[0]
+        if top.size:
+            rep[top] = top[-1]
+        bottom = np.flatnonzero(i0 == n_in - 1)  # past the last node's centre: x[n - 1]
+        if bottom.size:
+            rep[bottom] = bottom[0]
+        rep_first = np.minimum.reduceat(rep, np.minimum(first, n_out - 1)) if n_out else rep
+        rep_last = np.maximum.reduceat(rep, np.minimum(first, n_out - 1)) if n_out else rep
+        rep_first, rep_last = np.where(counts > 0, rep_first, 0), np.where(counts > 0, rep_last, 0)
+        geo |= {f"{axis}0": i0, f"w{axis}0": w0, f"w{axis}1": w1, f"first_{axis}": first, f"has_{axis}": counts > 0,
+                f"last_{axis}": np.maximum(last, 0), f"rep_{axis}": rep, f"slot_first_{axis}": rep_first,
+                f"slot_last_{axis}": rep_last,
                 f"select_{axis}": (i0[:, None] == np.arange(n_in)[None, :]).astype(np.float32)}  # one-hot (out, in)
     geo["cell_of_pixel"] = (geo["y0"][:, None] * w + geo["x0"][None, :]).reshape(-1)  # (H*W,) flat cell index
+    sizes = {a: (int(np.max(geo[f"last_{a}"] - geo[f"first_{a}"])) + 1,
+                 int(np.max(geo[f"slot_last_{a}"] - geo[f"slot_first_{a}"])) + 1) for a in "yx"}
     geo = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in geo.items()}
-    geo["block"] = (int(np.max(geo["last_y"].numpy() - geo["first_y"].numpy())) + 1,
-                    int(np.max(geo["last_x"].numpy() - geo["first_x"].numpy())) + 1)  # largest cell: rows, columns
+    geo["block"] = (sizes["y"][0], sizes["x"][0])  # the largest cell: output rows, columns
+    geo["slots"] = (sizes["y"][1], sizes["x"][1])  # its distinct rows, columns
     return geo
 
 
@@ -174,32 +190,39 @@ def upsampled_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
     # 3. mixed cells: interpolate their candidates pixel by pixel
     cells = mixed.nonzero()  # (N, 3): batch, cell row, cell column
-    corners, cand = _candidates(logits, cells)  # (4, N, K), (N, K)
+    corners, hi, cand = _candidates(logits, c1, cells)  # (4, N, K), (N, K), (N, K)
     count = cand.sum(1)  # (N,) candidates per cell
+    few = min(4, k)
+    groups = []  # (cells, m): cell indices with at most m candidates
     if torch.jit.is_tracing():
-        m = torch.cat([count, count.new_ones(1)]).max()  # most candidates of a cell (>= 1)
-        _fill_mixed(labels, cells, corners, cand, m, geo)
+        # static code, two groups: cells with at most 4 candidates (nearly all), then the rest with as many as the
+        # most of them has (junctions of several regions), so that one junction does not widen every cell
+        groups = [((count <= few).nonzero()[:, 0], few),
+                  ((count > few).nonzero()[:, 0], torch.cat([count, count.new_ones(1)]).max())]
+    elif cells.shape[0]:
+        n_r, n_c = geo["slots"]
+        if int(count.sum()) * n_r * n_c > k * out_h * out_w // 2:  # so many candidates that upsampling is cheaper
+            return torch.cat([naive_labels(x[None], (out_h, out_w)) for x in logits])
+        # cells sorted by their number of candidates, in groups padded to their own largest (bounded memory)
+        order, start = count.argsort(), 0
+        count = count[order]
+        while start < cells.shape[0]:
+            m = max(few, int(count[min(start + 255, cells.shape[0] - 1)]))  # up to 256 cells, <= m candidates
+            stop = min(cells.shape[0], start + max(256, _CHUNK // (m * n_r * n_c)),
+                       int(torch.searchsorted(count, m, right=True)))
+            groups.append((order[start:stop], m))
+            start = stop
+    if not groups:
         return labels
-    if cells.shape[0] == 0:
-        return labels
-    n_r, n_c = geo["block"]
-    if int(count.sum()) * n_r * n_c > k * out_h * out_w // 2:  # so many candidates that upsampling is cheaper
-        return torch.cat([naive_labels(x[None], (out_h, out_w)) for x in logits])
-    # cells grouped by their number of candidates, each group padded to its own largest (bounded memory)
-    order = count.argsort()
-    count, cells, corners, cand = count[order], cells[order], corners[:, order], cand[order]
-    start = 0
-    while start < cells.shape[0]:
-        m = int(count[min(start + 255, cells.shape[0] - 1)])  # the group: up to 256 cells, at most this many
-        n = max(256, _CHUNK // (m * n_r * n_c))
-        stop = min(cells.shape[0], start + n, int(torch.searchsorted(count, m, right=True)))
-        _fill_mixed(labels, cells[start:stop], corners[:, start:stop], cand[start:stop], m, geo)
-        start = stop
-    return labels
+    parts = [_mixed_labels(cells[i], corners[:, i], hi[i], cand[i], m, geo, (out_h, out_w)) for i, m in groups]
+    flat = torch.cat([p[0] for p in parts])
+    win = torch.cat([p[1] for p in parts])
+    return labels.reshape(-1).index_put((flat,), win).view(b_sz, out_h, out_w)  # one scatter
 
 
-def _candidates(logits: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The four corner logit vectors of ``cells`` (N, 3) and which classes can win a pixel of the cell."""
+def _candidates(logits: torch.Tensor, c1: torch.Tensor, cells: torch.Tensor):
+    """The four corner logit vectors of ``cells`` (N, 3), their max over the corners, and which classes can win a
+    pixel of the cell: (4, N, K), (N, K), (N, K) bool. ``c1``: each node's best class (B, h, w)."""
     b_sz, k, h, w = (int(n) for n in logits.shape)
     b, cy, cx = cells[:, 0], cells[:, 1], cells[:, 2]  # (N,)
     # corner nodes (i0, j0), (i0, j1), (i1, j0), (i1, j1), with i1, j1 clamped as PyTorch clamps them
@@ -207,25 +230,49 @@ def _candidates(logits: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor
     node = torch.stack([cy * w + cx, cy * w + cx1, cy1 * w + cx, cy1 * w + cx1]) + b * (h * w)  # (4, N)
     # rows of the (B*h*w, K) node table; ONNX: one Transpose and one Gather (a K-wide gather per corner is slower)
     corners = logits.permute(0, 2, 3, 1).reshape(b_sz * h * w, k)[node]  # (4, N, K)
-    hi, lo = corners.amax(0), corners.amin(0)  # (N, K) bounds of every interpolated value in the cell
-    return corners, hi >= lo.amax(1, keepdim=True)  # the winner of every pixel is at least max_k lo_k
+    q0, q1, q2, q3 = corners.unbind(0)  # element-wise max/min: ONNX Runtime reduces over a leading axis slowly
+    hi = torch.maximum(torch.maximum(q0, q1), torch.maximum(q2, q3))  # (N, K) bounds of every interpolated
+    lo = torch.minimum(torch.minimum(q0, q1), torch.minimum(q2, q3))  # value of the class in the cell
+    # A lower bound of the winner's value at every pixel of the cell. max_k lo_k is one. Sharper where regions
+    # meet (each class is low at another region's corners): for weights mu on a simplex, sum_j mu_j v_j <= max_j v_j
+    # at every pixel, and that bilinear function's minimum over the cell is at a corner. The classes j are the
+    # four corners' best classes, mu runs over a grid of quarters (35 vectors).
+    top = c1.reshape(-1)[node].t()  # (N, 4) the best class of each corner
+    v = corners.gather(2, top[None].expand(4, -1, -1))  # (4, N, 4): corner q, cell, class j
+    mix = torch.matmul(v, _simplex_grid(4, logits.device).t()).amin(0).amax(1)  # (N,)
+    mix = mix - 1e-6 * (mix.abs() + 1)  # its rounding must not exclude a class that ties the winner
+    thr = torch.maximum(lo.amax(1), mix)[:, None]  # (N, 1)
+    return corners, hi, hi >= thr  # a class below the bound at all four corners never wins a pixel
 
 
-def _fill_mixed(labels: torch.Tensor, cells: torch.Tensor, corners: torch.Tensor, cand: torch.Tensor, m,
-                geo: dict) -> None:
-    """Write the labels of the pixels of ``cells`` (N, 3) into ``labels`` (B, H, W), in place; ``m`` >= the
-    number of candidates of every cell."""
+@functools.lru_cache(maxsize=8)
+def _simplex_grid_cpu(n: int, steps: int = 4) -> torch.Tensor:
+    """All weight vectors of ``n`` non-negative multiples of 1/steps summing to 1, (S, n)."""
+    import itertools
+
+    rows = [c for c in itertools.product(range(steps + 1), repeat=n) if sum(c) == steps]
+    return torch.tensor(rows, dtype=torch.float32) / steps
+
+
+def _simplex_grid(n: int, device) -> torch.Tensor:
+    return _simplex_grid_cpu(n).to(device)
+
+
+def _mixed_labels(cells: torch.Tensor, corners: torch.Tensor, hi: torch.Tensor, cand: torch.Tensor, m,
+                  geo: dict, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels of every pixel of ``cells`` (N, 3): (flat index into the (B, H, W) labels, label), both
+    (N * R * C,); ``m`` >= the number of candidates of every cell."""
     b, cy, cx = cells[:, 0], cells[:, 1], cells[:, 2]  # (N,)
-    hi = corners.amax(0)
     # the candidates in class order (argmax's tie rule); the non-candidates among the first m get -1e30 corners
     ci = torch.where(cand, hi, torch.full_like(hi, float("-inf"))).topk(m, dim=1).indices.sort(1).values  # (N, M)
     off = (~cand.gather(1, ci)).float() * _BIG
     a, bb, c, d = (t.gather(1, ci) - off for t in corners)  # (N, M) each
-    # the cell's pixels: a block of rows x columns, padded to the largest cell by repeating its last pixel
-    n_r, n_c = geo["block"]
+    # the cell's distinct pixels: a block of rows x columns, padded to the largest by repeating the last one
+    n_r, n_c = geo["slots"]
     ar_r, ar_c = torch.arange(n_r, device=cy.device), torch.arange(n_c, device=cx.device)
-    rows = torch.minimum(geo["first_y"][cy][:, None] + ar_r, geo["last_y"][cy][:, None])  # (N, R)
-    cols = torch.minimum(geo["first_x"][cx][:, None] + ar_c, geo["last_x"][cx][:, None])  # (N, C)
+    sy0, sx0 = geo["slot_first_y"][cy][:, None], geo["slot_first_x"][cx][:, None]  # (N, 1)
+    rows = torch.minimum(sy0 + ar_r, geo["slot_last_y"][cy][:, None])  # (N, R)
+    cols = torch.minimum(sx0 + ar_c, geo["slot_last_x"][cx][:, None])  # (N, C)
     u0, u1 = geo["wx0"][cols][:, :, None], geo["wx1"][cols][:, :, None]  # (N, C, 1)
     # PyTorch's order: (x00 * wx0 + x01 * wx1) * wy0 + (x10 * wx0 + x11 * wx1) * wy1; classes last (argmax)
     upper = a[:, None, :] * u0 + bb[:, None, :] * u1  # (N, C, M)
@@ -233,7 +280,17 @@ def _fill_mixed(labels: torch.Tensor, cells: torch.Tensor, corners: torch.Tensor
     v0, v1 = geo["wy0"][rows][:, :, None, None], geo["wy1"][rows][:, :, None, None]  # (N, R, 1, 1)
     v = upper[:, None] * v0 + lower[:, None] * v1  # (N, R, C, M)
     win = ci.gather(1, v.argmax(-1).flatten(1)).view(-1, n_r, n_c)  # (N, R, C) class indices
-    labels.index_put_((b[:, None, None], rows[:, :, None], cols[:, None, :]), win)
+    # every output pixel of the cell takes its distinct pixel's label
+    o_r, o_c = geo["block"]
+    out_rows = torch.minimum(geo["first_y"][cy][:, None] + torch.arange(o_r, device=cy.device),
+                             geo["last_y"][cy][:, None])  # (N, R_out)
+    out_cols = torch.minimum(geo["first_x"][cx][:, None] + torch.arange(o_c, device=cx.device),
+                             geo["last_x"][cx][:, None])  # (N, C_out)
+    slot_r, slot_c = geo["rep_y"][out_rows] - sy0, geo["rep_x"][out_cols] - sx0
+    win = win.gather(1, slot_r[:, :, None].expand(-1, -1, n_c)).gather(2, slot_c[:, None, :].expand(-1, o_r, -1))
+    out_h, out_w = out_hw
+    flat = (b[:, None, None] * out_h + out_rows[:, :, None]) * out_w + out_cols[:, None, :]  # (N, R_out, C_out)
+    return flat.reshape(-1), win.reshape(-1)
 
 
 # ----------------------------------------------------------------------------------------------- the model
