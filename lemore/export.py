@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lemore.registry import create_model, list_models
 
@@ -45,17 +46,28 @@ class LogitsOnly(nn.Module):
         return self.model.forward_logits(x)
 
 
-class LabelsOnly(nn.Module):
-    """Exports the label map at the input size (:func:`lemore.predict.upsampled_argmax` of ``forward_logits``)."""
+class LabelHead(nn.Module):
+    """Logits at the decoder stride -> the label map at ``size`` (:func:`lemore.labels.upsampled_argmax`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, size: tuple[int, int]):
         super().__init__()
-        self.model = model
+        self.size = tuple(size)
 
-    def forward(self, x):  # (1, 3, H, W) -> (1, H, W) int64
+    def forward(self, logits):  # (1, K, h, w) -> (1, H, W) int64
         from lemore.labels import upsampled_argmax
 
-        return upsampled_argmax(self.model.forward_logits(x), x.shape[-2:])
+        return upsampled_argmax(logits, self.size)
+
+
+class ResizeHead(nn.Module):
+    """Logits at the decoder stride -> logits at ``size``: the models' own final bilinear resize."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, logits):  # (1, K, h, w) -> (1, K, H, W)
+        return F.interpolate(logits, self.size, mode="bilinear", align_corners=False)
 
 
 def build_model(name: str, num_classes: int, size: tuple[int, int], *, fuse: bool = False, **overrides) -> nn.Module:
@@ -76,33 +88,101 @@ def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], *, op
 
     The input is named ``image`` (1, 3, H, W) and the output ``logits``: (1, K, H, W), or the decoder-stride
     logits with ``logits=True``; with ``labels=True`` the output is ``labels``, (1, H, W) int64, the argmax of
-    the upsampled logits computed without upsampling them (:mod:`lemore.predict`; exact but at float ties).
+    the upsampled logits computed without upsampling them (:mod:`lemore.labels`; exact but at float ties): the
+    network's logits graph with :class:`LabelHead`'s graph attached (:func:`export_heads`).
     """
+    if logits and labels:
+        raise ValueError("export either logits=True (decoder-stride logits) or labels=True (label map), not both")
+    if labels:
+        return export_heads(model, Path(path).parent, size, heads=("labels",), opset=opset, exporter=exporter,
+                            names={"labels": Path(path).name})["labels"]
+    _check_export_args(opset, exporter)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_view_size(model, size)
+    module = LogitsOnly(model) if logits else model
+    _export_module(module.eval(), torch.randn(1, 3, *size), path, "image", "logits", opset, exporter)
+    return path
+
+
+def export_heads(model: nn.Module, folder: str | Path, size: tuple[int, int], *,
+                 heads=("logits", "labels", "resized"), opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                 names: dict[str, str] | None = None) -> dict[str, Path]:
+    """Export the network once and attach output heads; returns ``{head: path}``.
+
+    ``logits``: the decoder-stride logits (``forward_logits``); ``labels``: (1, H, W) int64 label map
+    (:class:`LabelHead`); ``resized``: (1, K, H, W) logits at the input size (:class:`ResizeHead`, the models'
+    own final resize, so the same graph as exporting ``model`` itself). The heads are traced on their own, with
+    logits of the network's shape, and joined to the network graph with ``onnx.compose`` (tracing the network
+    once instead of once per head).
+    """
+    import onnx
+
+    _check_export_args(opset, exporter)
+    bad = sorted(set(heads) - {"logits", "labels", "resized"})
+    if bad:
+        raise ValueError(f"unknown head(s) {bad}; choose from ['logits', 'labels', 'resized']")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_view_size(model, size)
+    names = {h: f"{type(model).__name__.lower()}_{h}.onnx" for h in heads} | (names or {})
+    x = torch.randn(1, 3, *size)
+    net_path = folder / names.get("logits", f".{type(model).__name__.lower()}_logits.tmp.onnx")
+    k, h, w = _export_module(LogitsOnly(model).eval(), x, net_path, "image", "logits", opset, exporter).shape[1:]
+    out = {"logits": net_path} if "logits" in heads else {}
+    net = onnx.load(str(net_path))
+    _rename_output(net, "logits", "decoder_logits")  # the head's output takes the public name
+    for head in [h_ for h_ in heads if h_ != "logits"]:
+        head_path = folder / f".{head}_head.tmp.onnx"
+        # example logits: smooth regions with a margin (a few mixed cells), so that tracing is quick
+        example = F.interpolate(torch.randn(1, k, 3, 3) * 4, size=(h, w), mode="bilinear", align_corners=False)
+        module = LabelHead(size) if head == "labels" else ResizeHead(size)
+        _export_module(module, example, head_path, "logits", "labels" if head == "labels" else "logits", opset,
+                       "torchscript")  # the head's data-dependent shapes: TorchScript tracing handles them
+        head_model = onnx.load(str(head_path))
+        head_path.unlink()
+        head_model.ir_version = net.ir_version
+        head_model = onnx.compose.add_prefix(head_model, "head/")  # no name shared with the network graph
+        merged = onnx.compose.merge_models(net, head_model, io_map=[("decoder_logits", head_model.graph.input[0].name)])
+        _rename_output(merged, merged.graph.output[0].name, "labels" if head == "labels" else "logits")
+        out[head] = folder / names[head]
+        onnx.save(merged, str(out[head]))
+    if "logits" not in heads:
+        net_path.unlink()
+    return out
+
+
+def _rename_output(model, old: str, new: str) -> None:
+    for node in model.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for o in model.graph.output:
+        if o.name == old:
+            o.name = new
+
+
+def _check_export_args(opset: int, exporter: str) -> None:
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter {exporter!r}; choose from {EXPORTERS}")
     if opset < 17:
         raise ValueError(f"opset {opset}: use 17 or newer")
-    if logits and labels:
-        raise ValueError("export either logits=True (decoder-stride logits) or labels=True (label map), not both")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _check_view_size(model, size)
-    module = LabelsOnly(model) if labels else LogitsOnly(model) if logits else model
-    module.eval()
-    out_name = "labels" if labels else "logits"
-    x = torch.randn(1, 3, *size)
+
+
+def _export_module(module: nn.Module, x: torch.Tensor, path: Path, in_name: str, out_name: str, opset: int,
+                   exporter: str) -> torch.Tensor:
+    """Export ``module`` traced on ``x``; returns its eager output."""
     with torch.no_grad():
-        module(x)  # fills the fused model's caches of resampled view matrices: constants in the graph
+        out = module(x)  # fills the fused model's caches of resampled view matrices: constants in the graph
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic; the TorchScript deprecation note
         if exporter == "torchscript":
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=[out_name], do_constant_folding=True)
+                              input_names=[in_name], output_names=[out_name], do_constant_folding=True)
         else:
             program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,
-                                        input_names=["image"], output_names=[out_name], verbose=False)
+                                        input_names=[in_name], output_names=[out_name], verbose=False)
             program.save(str(path), external_data=False)
-    return path
+    return out
 
 
 def _check_view_size(model: nn.Module, size: tuple[int, int]) -> None:

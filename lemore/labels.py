@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["predict", "upsampled_argmax", "naive_labels", "source_index"]
+__all__ = ["predict", "upsampled_argmax", "naive_labels", "source_index", "cell_statistics"]
 
 #: in eager mode the mixed cells are processed in groups of at most this many interpolated values (memory bound)
 _CHUNK = 1 << 22
@@ -155,6 +155,17 @@ def _top2(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return t1, t2, c1
 
 
+def _mixed_cells(logits: torch.Tensor, geo: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which cells have more than one candidate, and each node's best class: (B, h, w) bool, (B, h, w) int64."""
+    t1, t2, c1 = _top2(logits)  # (B, h, w) each
+    t1d, t2d, c1d = _next(t1, 1), _next(t2, 1), _next(c1, 1)  # the row below
+    t1_min = torch.minimum(torch.minimum(t1, _next(t1, 2)), torch.minimum(t1d, _next(t1d, 2)))
+    t2_max = torch.maximum(torch.maximum(t2, _next(t2, 2)), torch.maximum(t2d, _next(t2d, 2)))
+    same = (c1 == _next(c1, 2)) & (c1 == c1d) & (c1 == _next(c1d, 2))
+    mixed = ~(same & (t1_min > t2_max)) & geo["has_y"].to(c1.device)[:, None] & geo["has_x"].to(c1.device)[None, :]
+    return mixed, c1
+
+
 def upsampled_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``argmax(interpolate(logits, size, bilinear, align_corners=False), dim=1)`` without the K x H x W tensor.
 
@@ -175,12 +186,7 @@ def upsampled_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
            for n, t in _geometry(h, w, out_h, out_w).items()}
 
     # 1. cells with one candidate, decided from each node's top-2 logits
-    t1, t2, c1 = _top2(logits)  # (B, h, w) each
-    t1d, t2d, c1d = _next(t1, 1), _next(t2, 1), _next(c1, 1)  # the row below
-    t1_min = torch.minimum(torch.minimum(t1, _next(t1, 2)), torch.minimum(t1d, _next(t1d, 2)))
-    t2_max = torch.maximum(torch.maximum(t2, _next(t2, 2)), torch.maximum(t2d, _next(t2d, 2)))
-    same = (c1 == _next(c1, 2)) & (c1 == c1d) & (c1 == _next(c1d, 2))
-    mixed = ~(same & (t1_min > t2_max)) & geo["has_y"][:, None] & geo["has_x"][None, :]  # (B, h, w)
+    mixed, c1 = _mixed_cells(logits, geo)  # (B, h, w) each
 
     # 2. every pixel gets its cell's top class (right for all cells but the mixed ones)
     if torch.jit.is_tracing():  # ONNX Runtime: one-hot matmuls (exact on small integers) beat Gather 4x
@@ -218,6 +224,20 @@ def upsampled_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     flat = torch.cat([p[0] for p in parts])
     win = torch.cat([p[1] for p in parts])
     return labels.reshape(-1).index_put((flat,), win).view(b_sz, out_h, out_w)  # one scatter
+
+
+def cell_statistics(logits: torch.Tensor, size: Sequence[int]) -> dict:
+    """How much per-pixel work :func:`upsampled_argmax` has for these logits: the share of cells where classes
+    meet, and their mean and largest number of candidate classes."""
+    b_sz, k, h, w = (int(n) for n in logits.shape)
+    logits = logits.float()
+    if k == 1:
+        return {"mixed": 0.0, "candidates_mean": 0.0, "candidates_max": 0}
+    mixed, c1 = _mixed_cells(logits, _geometry(h, w, int(size[0]), int(size[1])))
+    cells = mixed.nonzero()
+    count = _candidates(logits, c1, cells)[2].sum(1).float()
+    return {"mixed": float(mixed.float().mean()), "candidates_mean": float(count.mean()) if len(count) else 0.0,
+            "candidates_max": int(count.max()) if len(count) else 0}
 
 
 def _candidates(logits: torch.Tensor, c1: torch.Tensor, cells: torch.Tensor):
