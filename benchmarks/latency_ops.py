@@ -7,7 +7,8 @@ benchmark): ONNX Runtime's own profile (SessionOptions.enable_profiling, per-nod
 runs) summed per op type and per block of the network (the node names carry the PyTorch module path), next to
 fvcore's multiply-accumulates of the same block; and torch.profiler's self CPU time per aten op in eager
 (channels_last). "MMAC/ms" is the rate a block runs at: a block far below the model's average costs more than
-its FLOPs. Times are per-op sums of medians, so they do not add up exactly to the end-to-end latency.
+its FLOPs. Times are per-op sums of medians, so they do not add up exactly to the end-to-end latency. A
+diagnostic times LeMoRe with other widths of its 1/2 and 1/4 stages (what ONNX Runtime's channel padding costs).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from lemore.export import LogitsOnly, build_model, export_onnx, ort_session
 from lemore.models.fuse import fuse_for_inference
-from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic
+from lemore.profiling import available_cores, cpu_info, cpu_model_name, write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,9 @@ def ort_profile(path: Path, x: np.ndarray, runs: int) -> list[dict]:
     feed = {sess.get_inputs()[0].name: x}
     for _ in range(runs + 2):
         sess.run(None, feed)
-    events = json.loads(Path(sess.end_profiling()).read_text())
+    prof = Path(sess.end_profiling())
+    events = json.loads(prof.read_text())
+    prof.unlink()
     times, ops = defaultdict(list), {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
@@ -68,8 +71,46 @@ def macs_by_module(model: torch.nn.Module, size) -> dict[str, float]:
         return {k.removeprefix("model."): v for k, v in analysis.by_module().items()}
 
 
-def block_of(module: str, depth: int) -> str:
-    return ".".join(module.split(".")[:depth]) if module else "(glue: reorders, reshapes)"
+def block_of(module: str, depth: int, macs: dict) -> str:
+    """The block a node belongs to: the longest prefix of its module path (at most ``depth`` parts) with
+    multiply-accumulates, so that a conv fused with its activation (named after the activation) lands in the
+    block of the conv."""
+    if not module:
+        return "(no module scope: layout reorders, the output conv)"
+    parts = module.split(".")[:depth]
+    for n in range(len(parts), 0, -1):
+        if macs.get(".".join(parts[:n]), 0) > 0:
+            return ".".join(parts[:n])
+    return ".".join(parts)
+
+
+#: LeMoRe with other widths of its 1/2 and 1/4 stages: a diagnostic of what ONNX Runtime's NCHWc padding costs
+#: (not the paper's model: these change the network)
+WIDTH_PROBE = {"paper: stem 20, 1/4 stage 24": {}, "stem 16, 1/4 stage 16": dict(stem_width=16, widths=(16, 48, 80, 96)),
+               "stem 16, 1/4 stage 24": dict(stem_width=16), "stem 20, 1/4 stage 32": dict(widths=(32, 48, 80, 96)),
+               "stem 32, 1/4 stage 32": dict(stem_width=32, widths=(32, 48, 80, 96))}
+
+
+def width_probe(size, x: np.ndarray, runs: int, tmp: Path) -> dict:
+    """Network-only ORT latency (1 thread, interleaved, thread CPU time) and GMACs of the WIDTH_PROBE variants."""
+    import time
+
+    from lemore.profiling import count_flops
+
+    sessions, macs = {}, {}
+    for label, kw in WIDTH_PROBE.items():
+        model = build_model("lemore", 150, size, **kw)
+        macs[label] = count_flops(model, size) / 1e9
+        path = export_onnx(fuse_for_inference(model), tmp / f"probe{len(sessions)}.onnx", size, logits=True)
+        sessions[label] = ort_session(path, threads=1, spinning=False)
+    keys, times = list(sessions), {k: [] for k in sessions}
+    for r in range(runs + 2):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            c0 = time.thread_time()
+            sessions[k].run(None, {"image": x})
+            if r >= 2:
+                times[k].append((time.thread_time() - c0) * 1e3)
+    return {k: {"gmacs": macs[k], "cpu_ms": statistics.median(v)} for k, v in times.items()}
 
 
 def eager_profile(model: torch.nn.Module, size, runs: int) -> dict[str, float]:
@@ -92,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=(512, 512))
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--depth", type=int, default=4, help="module-path depth of a block")
+    p.add_argument("--no-probe", action="store_true", help="skip the width diagnostic")
     p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -117,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in nodes:
                 by_op[n["op"]] += n["ms"]
                 count[n["op"]] += 1
-                by_block[block_of(n["module"], args.depth)] += n["ms"]
+                by_block[block_of(n["module"], args.depth, macs)] += n["ms"]
             eager = eager_profile(fused, size, max(3, args.runs // 4))
             total_macs = macs.get("", sum(v for k, v in macs.items() if "." not in k))
             result["models"][name] = {"ort_total_ms": total_ms, "gmacs": total_macs / 1e9, "ort_by_op": by_op,
@@ -140,6 +182,18 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {op} | {ms:.2f} | {100 * ms / eager_total:.1f}% |")
             lines.append("")
             print(f"{name}: ORT {total_ms:.1f} ms, eager {eager_total:.1f} ms", file=sys.stderr)
+        if "lemore" in args.models and not args.no_probe:
+            probe = width_probe(size, x, args.runs, Path(tmp))
+            result["width_probe"] = probe
+            base = probe["paper: stem 20, 1/4 stage 24"]
+            lines += ["## Diagnostic: LeMoRe with other widths at 1/2 and 1/4 (not the paper's model)", "",
+                      "ONNX Runtime pads channels to its NCHWc block "
+                      f"({cpu_info()['nchwc_block']} here): the paper's 20-channel stem and 24-channel 1/4 stage "
+                      "run as 32. Network only, 1 thread, thread CPU time, interleaved.", "",
+                      "| widths | GMAC | ms | vs paper's widths |", "|---|---:|---:|---:|"]
+            for label, v in probe.items():
+                lines.append(f"| {label} | {v['gmacs']:.3f} | {v['cpu_ms']:.1f} | {v['cpu_ms'] / base['cpu_ms']:.2f} |")
+            lines.append("")
     out = Path(args.out_dir)
     write_json_atomic(out / "latency_ops.json", result)
     write_text_atomic(out / "latency_ops.md", "\n".join(lines) + "\n")

@@ -222,6 +222,10 @@ def ort_session(path: str | Path, *, threads: int | None = None, opt_level: str 
     if threads:
         so.intra_op_num_threads = threads
     so.enable_profiling = profile
+    if profile:  # end_profiling() returns the JSON's path; not the working directory
+        import tempfile
+
+        so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "lemore_ort_profile")
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
