@@ -526,8 +526,8 @@ def summarize_comparison(rows: list[dict]) -> dict:
 
 
 def headline(summary: dict) -> dict:
-    """The issue's numbers (ONNX Runtime, 1 thread) against its goals, and whether LeMoRe is the fastest model
-    at 512x512 in every setting and output."""
+    """The issue's numbers (ONNX Runtime, 1 thread) against its goals (judged on thread CPU time), and whether
+    LeMoRe is the fastest model at 512x512 in every setting and output (wall-clock medians)."""
     out: dict = {"goals": dict(GOALS)}
     net, lab = summary.get("ort, 1 thread | logits", {}), summary.get("ort, 1 thread | labels", {})
     if "lemore" in net:
@@ -539,7 +539,9 @@ def headline(summary: dict) -> dict:
     if "lemore" in net and "lemore" in lab:
         out["labels_over_network"] = lab["lemore"]["median_ms"] / net["lemore"]["median_ms"]
         out["labels_over_network_cpu_time"] = lab["lemore"]["cpu_median_ms"] / net["lemore"]["cpu_median_ms"]
-    out["met"] = {k: out[k] <= g for k, g in GOALS.items() if k in out}
+    # the verdict uses the thread's CPU time: with one thread it is the latency of an idle machine, and other
+    # processes on a shared machine do not inflate it (they do inflate wall-clock medians, shown alongside)
+    out["met"] = {k: out.get(f"{k}_cpu_time", out[k]) <= g for k, g in GOALS.items() if k in out}
     fastest = {k: v["fastest"] for k, v in summary.items()}
     out["fastest_everywhere"] = all(v == "lemore" for v in fastest.values())
     out["not_fastest"] = {k: v for k, v in fastest.items() if v != "lemore"}
@@ -604,13 +606,15 @@ def compare_to_markdown(result: dict) -> str:
     goal_rows = [("network_ratio", "LeMoRe / LR-ASPP, network only", "ratio"),
                  ("labels_over_network", "LeMoRe end-to-end labels / LeMoRe network only", "ratio"),
                  ("labels_ratio", "LeMoRe / LR-ASPP, end-to-end labels", "ratio")]
-    lines += ["## Headline (ONNX Runtime, 1 thread)", "", "| quantity | goal | measured (wall) | measured (CPU time) | met |",
-              "|---|---:|---:|---:|---|"]
+    lines += ["## Headline (ONNX Runtime, 1 thread)", "",
+              "Judged on the thread's CPU time (with one thread the latency of an idle machine; other processes on a "
+              "shared machine do not inflate it); wall-clock medians alongside.", "",
+              "| quantity | goal | measured (CPU time) | measured (wall clock) | met |", "|---|---:|---:|---:|---|"]
     for key, label, _ in goal_rows:
         if key in hl:
             cpu = hl.get(f"{key}_cpu_time")
-            lines.append(f"| {label} | <= {hl['goals'][key]:.2f} | {hl[key]:.2f} | "
-                         f"{'-' if cpu is None else f'{cpu:.2f}'} | {'yes' if hl['met'][key] else '**no**'} |")
+            lines.append(f"| {label} | <= {hl['goals'][key]:.2f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+                         f"{hl[key]:.2f} | {'yes' if hl['met'][key] else '**no**'} |")
     lines += [f"| LeMoRe the fastest model at 512x512 in every setting and output | | "
               f"{'yes' if hl['fastest_everywhere'] else 'no: ' + ', '.join(f'{k}: {v}' for k, v in hl['not_fastest'].items())} | | "
               f"{'yes' if hl['fastest_everywhere'] else '**no**'} |", ""]
