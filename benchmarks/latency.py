@@ -1,16 +1,17 @@
 """Latency of LeMoRe against its peers on this machine's CPU, side by side (issues 6 and 13).
 
-    make bench                                      # this, as set up by the Makefile: 2-4 min on 2 cores
+    make bench                                      # this, as set up by the Makefile: ~3 min on 2 cores
     python benchmarks/latency.py                    # the same
     python benchmarks/latency.py --runs 5           # quick look
-    python benchmarks/latency.py --outputs logits labels resized --reference   # also the 150-channel resize,
-                                                                              # and the models as built
+    python benchmarks/latency.py --outputs logits labels --reference   # without the 150-channel resize,
+                                                                      # with the models as built (unfused)
     python -m lemore profile --compare              # the same comparison from the package CLI
 
 LeMoRe (512x512), LeMoRe* (448x448, Table 1's row), SegFormer-B0, LR-ASPP MobileNetV3-Large and the other
 registered peers (512x512), batch 1, 150 classes, in one process: PyTorch eager and ONNX Runtime, with 1 thread
 and with all cores; network only (logits at the decoder stride) and end to end (the label map at the input size
-through ``lemore.predict`` / the ``--labels`` export). Within a setting every model runs once per repetition,
+through ``lemore.predict`` / the ``--labels`` export), and the models' own output (150 logits resized to the input
+size, no argmax). Within a setting every model runs once per repetition,
 round-robin, so machine noise hits all alike; medians of the timed runs. Each model runs in its fastest form
 (``fuse_for_inference``; eager in the faster of NCHW and channels_last). The headline, against the issue's goals,
 is LeMoRe's ratio to LR-ASPP in ONNX Runtime with 1 thread. The protocol (CPU, cores, threads, runs, warm-up,
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed runs of models over 4x slower than LR-ASPP (SegFormer-B0), spread over the repetitions")
     p.add_argument("--backends", nargs="+", choices=["ort", "eager"], default=["ort", "eager"])
     p.add_argument("--threads", nargs="+", default=["1", "all"], help="thread counts: integers or 'all'")
-    p.add_argument("--outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels"],
+    p.add_argument("--outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels", "resized"],
                    help="what is timed: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()))
     p.add_argument("--models", nargs="+", default=None, metavar="NAME=HxW",
                    help="override the model list, e.g. lemore=512x512 lraspp_mobilenet_v3_large=512x512 "

@@ -79,8 +79,9 @@ def block_of(module: str, depth: int, macs: dict) -> str:
         return "(no module scope: layout reorders, the output conv)"
     parts = module.split(".")[:depth]
     for n in range(len(parts), 0, -1):
-        if macs.get(".".join(parts[:n]), 0) > 0:
-            return ".".join(parts[:n])
+        for prefix in ("", "net."):  # torchvision's LR-ASPP sits in the wrapper's `net`, absent from ONNX scopes
+            if macs.get(prefix + ".".join(parts[:n]), 0) > 0:
+                return prefix + ".".join(parts[:n])
     return ".".join(parts)
 
 
