@@ -201,10 +201,13 @@ def upsampled_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     few = min(4, k)
     groups = []  # (cells, m): cell indices with at most m candidates
     if torch.jit.is_tracing():
-        # static code, two groups: cells with at most 4 candidates (nearly all), then the rest with as many as the
-        # most of them has (junctions of several regions), so that one junction does not widen every cell
+        # static code, three groups: cells with at most 4 candidates (nearly all where a network is sure), at most
+        # 16, then the rest padded to the most any has (junctions; noise-like logits), so that a few cells with
+        # many candidates do not widen every cell
+        mid = min(16, k)
         groups = [((count <= few).nonzero()[:, 0], few),
-                  ((count > few).nonzero()[:, 0], torch.cat([count, count.new_ones(1)]).max())]
+                  (((count > few) & (count <= mid)).nonzero()[:, 0], mid),
+                  ((count > mid).nonzero()[:, 0], torch.cat([count, count.new_ones(1)]).max())]
     elif cells.shape[0]:
         n_r, n_c = geo["slots"]
         if int(count.sum()) * n_r * n_c > k * out_h * out_w // 2:  # so many candidates that upsampling is cheaper
