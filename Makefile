@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export WANDB_SILENT := true
 
-.PHONY: setup test test-all demo bench profile clean
+.PHONY: setup test test-all demo bench profile gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ demo: setup
 # (`python benchmarks/latency.py --help`). PYTHONPATH: this checkout's package even with another checkout's venv.
 bench: setup
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/latency.py $(BENCH_ARGS)
+
+# One CUDA GPU, at most 8 minutes: the engine's GPU paths measured (AMP, channels_last, NCCL + SyncBatchNorm,
+# GPU vs CPU evaluation, latency, data loading) -> results/benchmarks/gpu.{json,md}. Where the environment is
+# already installed (a cluster module, a container without internet): python benchmarks/gpu_check.py
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

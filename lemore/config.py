@@ -1,10 +1,12 @@
 """Run configuration: dataclasses, the paper's recipe per dataset, and type-checked dotted overrides.
 
-There is no config inheritance. A run is ``recipe(dataset)`` (the paper's values, from the supplementary
-material and SegFormer / MMSegmentation for what the paper leaves to them) with explicit overrides applied::
+There is no config inheritance. A run is ``recipe(dataset, model)`` (the paper's values, from the supplementary
+material and SegFormer / MMSegmentation for what the paper leaves to them; for a peer model, the values its own
+authors trained it with, :data:`FAMILY_RECIPES`) with explicit overrides applied::
 
     cfg = load(dataset="cityscapes", overrides={"train.iters": 1000, "data.root": "/data/cityscapes"})
     cfg = load("run.yaml", overrides=["train.lr=3e-4"])  # strings are parsed by type
+    cfg = load(dataset="ade20k", overrides={"model.name": "seaformer_t"})  # SeaFormer-T's own ADE20K recipe
 
 Every value can be overridden; the resolved config is saved next to the run (``config.yaml``), inside every
 checkpoint and in ``wandb.config``, so a run always says exactly what it did.
@@ -73,6 +75,7 @@ class DataCfg:
     cat_max_ratio: float = 0.75
     eval_mode: str = "whole"  # "whole": resize keeping ratio to `scale`; "slide": windows of crop_size
     eval_stride: tuple[int, int] = (85, 85)
+    eval_size_divisor: int = 0  # > 0: "whole" evaluation rounds the resized image up to a multiple (peers: 32)
     num_workers: int = 2
 
     def resolved_root(self) -> Path:
@@ -89,9 +92,18 @@ class ModelCfg:
     pretrained: str = ""  # encoder weights written by `lemore pretrain` (safetensors / weights-only .pt)
 
 
+#: Optimizers a recipe may name (``train.optimizer``).
+OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclass
 class TrainCfg:
-    """Iteration-based schedule: AdamW, linear warm-up, then poly decay (power 1.0), as in SegFormer."""
+    """Iteration-based schedule: AdamW, linear warm-up, then poly decay (power 1.0), as in SegFormer.
+
+    ``head_lr_mult`` and ``norm_bias_decay`` reproduce mmcv's ``paramwise_cfg`` as the peers' official configs use it
+    (see :func:`lemore.engine.train.param_groups`); the defaults are LeMoRe's recipe (no multiplier, no decay on
+    biases and normalisation parameters).
+    """
 
     iters: int = 160_000
     batch_size: int = 16  # global batch: per-GPU batch = batch_size / (world_size * accum_steps)
@@ -108,8 +120,12 @@ class TrainCfg:
     log_interval: int = 50
     seed: int = 0
     amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA: every model; CPU: the models measured faster (train.cpu_channels_last)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    optimizer: str = "adamw"  # "adamw" | "sgd" (with momentum; mmseg's LR-ASPP recipe)
+    momentum: float = 0.9  # SGD only
+    head_lr_mult: float = 1.0  # lr multiplier of the parameters under the model's ``head_prefixes``
+    norm_bias_decay: bool = False  # True: weight decay on every parameter but the model's no_weight_decay() (mmcv)
 
 
 @dataclass
@@ -182,13 +198,125 @@ RECIPES = _recipe_table()
 DATASET_NAMES = tuple(RECIPES)
 
 
-def recipe(dataset: str) -> RunCfg:
-    """The paper's recipe for ``dataset`` (a fresh copy: mutate freely)."""
+# ------------------------------------------------------------------------------------ the peers' own recipes
+@dataclass(frozen=True)
+class FamilyRecipe:
+    """A peer's published training recipe for one dataset: the values it sets on top of ``RECIPES[dataset]``.
+
+    Attributes:
+        values: dotted key -> value (checked like any override).
+        source: the official config file(s) and the commit it was read at.
+        note: what is not in the source and how it was filled (e.g. a recipe carried over from another dataset).
+    """
+
+    values: dict[str, Any]
+    source: str
+    note: str = ""
+
+
+TOPFORMER_REPO = "hustvl/TopFormer@cc0f436"
+SEAFORMER_REPO = "fudan-zvg/SeaFormer@9718d05"
+SEGFORMER_REPO = "NVlabs/SegFormer@65fa8cf"
+MMSEG_LRASPP = (f"mmseg 0.19 configs/mobilenet_v3/lraspp_m-v3-d8_512x1024_320k_cityscapes.py and "
+                f"_base_/schedules/schedule_160k.py, as vendored in {TOPFORMER_REPO}")
+
+# AdamW with mmcv's paramwise_cfg {'head': lr_mult=10, 'norm' / position embeddings: decay_mult=0}, linear warm-up
+# over 1500 iterations from 1e-6 x lr, poly decay with power 1.0 to 0: every TopFormer / SeaFormer / SegFormer config.
+_ADAMW_HEAD10 = {"train.optimizer": "adamw", "train.betas": (0.9, 0.999), "train.weight_decay": 0.01,
+                 "train.head_lr_mult": 10.0, "train.norm_bias_decay": True, "train.warmup_iters": 1500,
+                 "train.warmup_ratio": 1e-6, "train.poly_power": 1.0, "train.min_lr": 0.0}
+# mmseg's default SGD schedule (no paramwise_cfg, no warm-up), which its LR-ASPP configs inherit.
+_SGD_MMSEG = {"train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.9, "train.weight_decay": 5e-4,
+              "train.head_lr_mult": 1.0, "train.norm_bias_decay": True, "train.warmup_iters": 0,
+              "train.poly_power": 0.9, "train.min_lr": 1e-4}
+# Cityscapes at half resolution (img_scale (1024, 512), 512x1024 crops, whole-image evaluation at 1024x512), as the
+# TopFormer-T, SeaFormer-S and SegFormer-B0 1024x512 configs train and test.
+_CITY_HALF = {"data.crop_size": (512, 1024), "data.scale": (1024, 512), "data.eval_mode": "whole"}
+
+
+def _lraspp_recipes() -> dict[str, FamilyRecipe]:
+    city = FamilyRecipe({**_SGD_MMSEG, "train.iters": 320_000, "train.batch_size": 16, "data.crop_size": (512, 1024),
+                         "data.scale": (2048, 1024), "data.eval_mode": "whole"}, MMSEG_LRASPP,
+                        "samples_per_gpu=4; the GPU count is not in the config (mmseg's default of 4 gives batch 16)")
+    carried = f"no LR-ASPP config for this dataset: mmseg's Cityscapes optimizer and schedule ({MMSEG_LRASPP}) " \
+              "carried over, with this dataset's iterations, batch and crop"
+    return {"cityscapes": city, **{d: FamilyRecipe(dict(_SGD_MMSEG), MMSEG_LRASPP, carried)
+                                   for d in ("ade20k", "pascal_context", "pascal_context_59", "coco_stuff")}}
+
+
+def _family_recipes() -> dict[str, dict[str, FamilyRecipe]]:
+    tf = f"{TOPFORMER_REPO} local_configs/topformer/topformer_tiny_"
+    sf = f"{SEAFORMER_REPO} seaformer-seg/local_configs/seaformer/seaformer_"
+    sg = f"{SEGFORMER_REPO} local_configs/segformer/B0/segformer.b0."
+    ade_eval = {"data.eval_size_divisor": 32}  # ResizeToMultiple(32) / AlignedResize(size_divisor=32) at test time
+    tf_context = FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 1.2e-4, "train.iters": 80_000, "train.batch_size": 16},
+                              tf + "480x480_80k_2x8_pascalcontext.py (and _59.py)")
+    sf_80k = {**_ADAMW_HEAD10, "train.lr": 2e-4, "train.iters": 80_000, "train.batch_size": 32}
+    sf_note = "samples_per_gpu=4 on 8 GPUs (the README's default) = 32, although the file name says 2x8"
+    sg_carried = (f"no SegFormer-B0 config for this dataset: the ADE20K optimizer ({sg}512x512.ade.160k.py) carried "
+                  "over, with this dataset's iterations, batch and crop")
+    return {
+        "topformer_t": {
+            "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 16,
+                                    **ade_eval}, tf + "512x512_160k_2x8_ade20k.py"),
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, tf + "1024x512_80k_2x8_city.py",
+                                       "the file name says 80k and 2x8; it inherits max_iters=160000 "
+                                       "(schedule_160k.py) and sets samples_per_gpu=1 (x 8 GPUs = 8)"),
+            "pascal_context": tf_context,
+            "pascal_context_59": tf_context,
+            "coco_stuff": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 1.2e-4, "train.iters": 80_000,
+                                        "train.batch_size": 16}, tf + "512x512_80k_2x8_cocostuff10k.py"),
+        },
+        "seaformer_t": {
+            "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000, "train.batch_size": 16,
+                                    **ade_eval}, sf + "tiny_512x512_160k_2x8_ade20k.py"),
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 3e-4, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, sf + "small_1024x512_160k_1x8city.py",
+                                       "SeaFormer-T has no Cityscapes config: SeaFormer-S's carried over"),
+            "pascal_context": FamilyRecipe(dict(sf_80k), sf + "tiny_480x480_80k_2x8_pascalcontext.py", sf_note),
+            "pascal_context_59": FamilyRecipe(dict(sf_80k), sf + "tiny_480x480_80k_2x8_pascalcontext_59.py", sf_note),
+            "coco_stuff": FamilyRecipe(dict(sf_80k), sf + "tiny_512x512_80k_2x8_cocostuff10k.py", sf_note),
+        },
+        "segformer_b0": {
+            "ade20k": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5, "train.iters": 160_000, "train.batch_size": 16,
+                                    **ade_eval}, sg + "512x512.ade.160k.py",
+                                   "batch 16 = samples_per_gpu=2 x 8 GPUs (SegFormer paper, Sec. 4.1)"),
+            "cityscapes": FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5, "train.iters": 160_000,
+                                        "train.batch_size": 8, **_CITY_HALF}, sg + "512x1024.city.160k.py",
+                                       "batch 8 = samples_per_gpu=1 x 8 GPUs (SegFormer paper, Sec. 4.1)"),
+            **{d: FamilyRecipe({**_ADAMW_HEAD10, "train.lr": 6e-5}, sg + "512x512.ade.160k.py", sg_carried)
+               for d in ("pascal_context", "pascal_context_59", "coco_stuff")},
+        },
+        "lraspp_mobilenet_v3_large": _lraspp_recipes(),
+        "lraspp_mobilenet_v3_large_reduced": _lraspp_recipes(),
+    }
+
+
+#: model -> dataset -> the family's own recipe. LeMoRe (every ``lemore*`` model) uses the paper's recipe
+#: (``RECIPES``), and so does every model on the synthetic dataset (the project's own recipe, not a paper's).
+FAMILY_RECIPES: dict[str, dict[str, FamilyRecipe]] = _family_recipes()
+
+
+def family_recipe(dataset: str, model: str | None) -> FamilyRecipe | None:
+    """The published recipe of ``model``'s family for ``dataset``, or None (the paper's recipe applies)."""
+    return FAMILY_RECIPES.get(model or "", {}).get(dataset)
+
+
+def recipe(dataset: str, model: str | None = None) -> RunCfg:
+    """The recipe for ``dataset`` (a fresh copy: mutate freely): the paper's, or, when ``model`` is a peer with a
+    published recipe for it (:data:`FAMILY_RECIPES`), the paper's with the family's values; ``model.name`` is set."""
     if dataset not in RECIPES:
         raise ConfigValueError(f"unknown dataset {dataset!r}; choose from {sorted(RECIPES)}")
     base = RECIPES[dataset]
-    return RunCfg(data=replace(base.data), model=replace(base.model), train=replace(base.train),
-                  wandb=base.wandb, out_dir=base.out_dir, name=base.name)
+    cfg = RunCfg(data=replace(base.data), model=replace(base.model), train=replace(base.train),
+                 wandb=base.wandb, out_dir=base.out_dir, name=base.name)
+    if model:
+        cfg.model.name = str(model)
+    fam = family_recipe(dataset, model)
+    for key, value in (fam.values.items() if fam else ()):
+        set_key(cfg, key, value)
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------- overrides
@@ -308,7 +436,8 @@ def load(
         overrides = pairs
     overrides = dict(overrides or {})
     name = dataset or overrides.get("data.dataset") or file_values.get("data.dataset") or "synthetic"
-    cfg = recipe(str(name))
+    model = overrides.get("model.name") or file_values.get("model.name")
+    cfg = recipe(str(name), str(model) if model else None)
     for key, value in {**file_values, **overrides}.items():
         if key == "data.dataset" and value != name:
             raise ConfigValueError(f"data.dataset={value!r} conflicts with dataset={name!r}")
@@ -326,6 +455,14 @@ def validate(cfg: RunCfg) -> None:
         raise ConfigValueError(f"wandb={cfg.wandb!r}; choose from ['disabled', 'offline', 'online']")
     if t.device not in ("auto", "cpu", "cuda"):
         raise ConfigValueError(f"train.device={t.device!r}; choose from ['auto', 'cpu', 'cuda']")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigValueError(f"train.optimizer={t.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+    if not (math.isfinite(t.head_lr_mult) and t.head_lr_mult > 0):
+        raise ConfigValueError(f"train.head_lr_mult={t.head_lr_mult} must be a finite number > 0")
+    if not 0 <= t.momentum < 1:
+        raise ConfigValueError(f"train.momentum={t.momentum} must be in [0, 1)")
+    if d.eval_size_divisor < 0:
+        raise ConfigValueError(f"data.eval_size_divisor={d.eval_size_divisor} must be >= 0 (0: off)")
     for key, v in (("train.iters", t.iters), ("train.batch_size", t.batch_size), ("train.accum_steps", t.accum_steps),
                    ("data.num_classes", d.num_classes)):
         if v < 1:
@@ -340,10 +477,21 @@ def to_yaml(cfg: RunCfg) -> str:
     return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
 
 
+#: Keys added to the config after runs were first saved, with the value that reproduces what a run without them did.
+#: A saved config (checkpoint, config.yaml) that lacks one is read with this value, not with today's recipe's.
+ADDED_KEYS: dict[str, Any] = {"train.optimizer": "adamw", "train.momentum": 0.9, "train.head_lr_mult": 1.0,
+                              "train.norm_bias_decay": False, "data.eval_size_divisor": 0}
+
+
+def saved_overrides(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (nested, as ``RunCfg.to_dict``) as dotted overrides, with :data:`ADDED_KEYS` filled in."""
+    return {**ADDED_KEYS, **_flatten(d)}
+
+
 def from_dict(d: dict[str, Any]) -> RunCfg:
-    """Inverse of ``RunCfg.to_dict`` (used when resuming from a checkpoint)."""
+    """Inverse of ``RunCfg.to_dict`` (a saved config; keys it predates take their :data:`ADDED_KEYS` value)."""
     dataset = d.get("data", {}).get("dataset", "synthetic")
-    return load(dataset=dataset, overrides=_flatten(d))
+    return load(dataset=dataset, overrides=saved_overrides(d))
 
 
 def _plain(x: Any) -> Any:

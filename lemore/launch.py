@@ -8,7 +8,9 @@ where it is tested:
   "the paper's recipe for this dataset" (``lemore.config.recipe``): ``iterations=0``, ``batch_size=0``, ``crop=""``.
   ``smoke=True`` overrides everything with :data:`SMOKE` (synthetic data, 2 iterations, CPU, W&B off, 64x64).
 * :func:`finetune` trains (and evaluates) in this process for one GPU/CPU, or builds the ``torchrun`` command
-  (:func:`torchrun_command`) for several GPUs and runs it, streaming its output.
+  (:func:`torchrun_command`) for several GPUs or several nodes and runs it, streaming its output. Several nodes:
+  the same call on every node with ``nodes``, that node's ``node_rank`` and one rendezvous endpoint
+  (:func:`torchrun_launcher`; docs/cluster.md has a SLURM script).
 * :func:`pretrain_config` / :func:`pretrain`: the same for ImageNet pretraining (``lemore.engine.pretrain``).
 * :func:`prepare_data`: the pipeline's data stage (generate the synthetic set; ``lemore data check`` a real one).
 * :func:`profile`: parameters / GFLOPs / latency of every model at the settings of the paper's tables.
@@ -62,7 +64,8 @@ def segmentation_models() -> list[str]:
 
 
 def check_choices(dataset: str | None = None, model: str | None = None, *, gpus: int | None = None,
-                  wandb: str | None = None, pretrain_model: str | None = None) -> None:
+                  wandb: str | None = None, pretrain_model: str | None = None, nodes: int | None = None,
+                  node_rank: int | None = None, rdzv_endpoint: str | None = None) -> None:
     """Raise ``ValueError`` naming the valid choices for any unknown value (``None`` = not checked)."""
     if dataset is not None and dataset not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASET_NAMES)}")
@@ -73,10 +76,42 @@ def check_choices(dataset: str | None = None, model: str | None = None, *, gpus:
 
         if pretrain_model not in lemore.list_models() or pretrain_model in segmentation_models():
             raise ValueError(f"model {pretrain_model!r} cannot be pretrained on ImageNet; choose from ['lemore_cls']")
-    if gpus is not None and (not isinstance(gpus, int) or gpus < 1):
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
         raise ValueError(f"gpus={gpus!r} must be an integer >= 1")
     if wandb is not None and wandb not in ("offline", "online", "disabled"):
         raise ValueError(f"wandb={wandb!r}; choose from ['disabled', 'offline', 'online']")
+    if nodes is not None or node_rank is not None or rdzv_endpoint is not None:
+        check_nodes(1 if nodes is None else nodes, 0 if node_rank is None else node_rank, rdzv_endpoint or "")
+
+
+def check_nodes(nodes: int, node_rank: int, rdzv_endpoint: str) -> None:
+    """Raise ``ValueError`` naming the bad value: ``nodes >= 1``, ``0 <= node_rank < nodes``, and with ``nodes > 1``
+    a rendezvous endpoint ``host:port`` (:func:`parse_endpoint`)."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes={nodes!r} must be an integer >= 1")
+    if isinstance(node_rank, bool) or not isinstance(node_rank, int) or not 0 <= node_rank < nodes:
+        raise ValueError(f"node_rank={node_rank!r} must be an integer in [0, nodes-1] = [0, {nodes - 1}] "
+                         f"(nodes={nodes})")
+    if not isinstance(rdzv_endpoint, str):
+        raise ValueError(f"rdzv_endpoint={rdzv_endpoint!r} must be a string 'host:port'")
+    if nodes > 1 and not rdzv_endpoint:
+        raise ValueError(f"nodes={nodes} needs rdzv_endpoint='host:port': the address of the node with node_rank 0 "
+                         "and a free port, the same on every node (e.g. the first host of $SLURM_JOB_NODELIST:29500)")
+    if rdzv_endpoint:
+        parse_endpoint(rdzv_endpoint)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[ipv6]:port"``) -> ``(host, port)``; ``ValueError`` naming the value otherwise."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    ok = bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535 and not any(c.isspace() for c in host)
+              and (":" not in host or str(text).strip().startswith("[")))
+    if not ok:
+        raise ValueError(f"rdzv_endpoint={text!r} must look like 'host:port' with a port in 1-65535, e.g. "
+                         "'node001:29500' or '10.0.0.1:29500' ('[fe80::1]:29500' for IPv6)")
+    return host, int(port)
 
 
 def require_ints(**params: Any) -> None:
@@ -187,16 +222,40 @@ def config_overrides(cfg: RunCfg) -> list[str]:
             if k != "data.dataset" and _yaml_value(v) != _yaml_value(base.get(k))]
 
 
-def torchrun_command(cfg: RunCfg, gpus: int, results_dir: str | os.PathLike | None = None,
-                     command: str = "train") -> list[str]:
-    """``torchrun --standalone --nproc_per_node <gpus> -m lemore train --dataset D --set k=v ...``.
+def torchrun_launcher(gpus: int, *, nodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "",
+                      rdzv_id: str = "lemore") -> list[str]:
+    """``python -m torch.distributed.run`` with this interpreter (so that the processes see the notebook's
+    environment) and its process-group options.
 
-    torchrun is called as ``python -m torch.distributed.run`` (what the ``torchrun`` script runs) with this
-    interpreter, so the processes see the same environment as the notebook.
+    One node: ``--standalone --nproc_per_node <gpus>`` (torchrun picks a free local port). Several nodes: torchrun's
+    c10d rendezvous, run on every node with the same ``nodes``, ``rdzv_endpoint`` and ``rdzv_id``:
+    ``--nnodes <nodes> --nproc_per_node <gpus> --rdzv_backend c10d --rdzv_endpoint <host:port> --rdzv_id <id>``.
+    The node with ``node_rank`` 0 hosts the rendezvous store at the endpoint (``--rdzv_conf is_host=1``; the
+    others ``is_host=0``) instead of torchrun guessing it from host names, which fails where the endpoint names
+    another interface of the machine. torchrun assigns the global ranks; the run does not depend on which node
+    gets which (every rank runs the same config, rank 0 writes).
     """
-    check_choices(gpus=gpus)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-           "-m", "lemore", command, "--dataset", cfg.data.dataset]
+    check_choices(gpus=gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    if nodes == 1:
+        return cmd + ["--standalone", f"--nproc_per_node={gpus}"]
+    return cmd + [f"--nnodes={nodes}", f"--nproc_per_node={gpus}", "--rdzv_backend=c10d",
+                  f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}",
+                  f"--rdzv_conf=is_host={int(node_rank == 0)}"]
+
+
+def torchrun_command(cfg: RunCfg, gpus: int, results_dir: str | os.PathLike | None = None,
+                     command: str = "train", *, nodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "",
+                     rdzv_id: str = "") -> list[str]:
+    """``torchrun ... -m lemore train --dataset D --set k=v ...`` (:func:`torchrun_launcher` for the options).
+
+    ``rdzv_id`` "" = the run name, the same on every node (on SLURM, ``$SLURM_JOB_ID`` is the usual choice).
+    ``gpus`` is the number of processes per node: the world size is ``nodes x gpus``, and the run (its name, its
+    global batch split ``batch_size = world x accum x micro``) is that of one node with ``nodes x gpus`` GPUs.
+    """
+    launcher = torchrun_launcher(gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                                 rdzv_id=rdzv_id or cfg.run_name(nodes * gpus))
+    cmd = launcher + ["-m", "lemore", command, "--dataset", cfg.data.dataset]
     sets = config_overrides(cfg)
     if sets:
         cmd += ["--set", *sets]
@@ -216,6 +275,9 @@ def show_logs() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # Shown once: a library that later logs through the root logger (`logging.warning(...)`) gives the root a
+    # handler of its own, which would print every line of ours a second time.
+    log.propagate = False
 
 
 def run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> None:
@@ -230,21 +292,25 @@ def run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> None:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
-def finetune(cfg: RunCfg, *, gpus: int = 1, results_dir: str | os.PathLike | None = "results/metrics") -> Path:
+def finetune(cfg: RunCfg, *, gpus: int = 1, results_dir: str | os.PathLike | None = "results/metrics",
+             nodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "", rdzv_id: str = "") -> Path:
     """Fine-tune and evaluate ``cfg``; returns the run directory (``config.yaml``, ``model.pt``, ``metrics.json``).
 
-    ``gpus == 1``: ``lemore.engine.train.train`` in this process (CUDA if present, else CPU).
-    ``gpus > 1``: the ``torchrun`` command of :func:`torchrun_command` (DDP; the engine splits the global batch).
-    The final metrics also go to ``<results_dir>/<run name>.json``.
+    ``gpus == 1`` on one node: ``lemore.engine.train.train`` in this process (CUDA if present, else CPU).
+    Otherwise the ``torchrun`` command of :func:`torchrun_command` with ``gpus`` processes per node (DDP; the
+    engine splits the global batch over ``nodes x gpus`` processes). Several nodes: call this on every node with
+    its ``node_rank``; the run directory must be on a filesystem all nodes share (rank 0 writes checkpoints, every
+    rank reads ``last.pt`` to resume). The final metrics also go to ``<results_dir>/<run name>.json``.
     """
-    check_choices(gpus=gpus)
+    check_choices(gpus=gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     show_logs()
-    if gpus == 1:
+    if gpus == 1 and nodes == 1:
         from lemore.engine.train import train
 
         return train(cfg, results_dir=results_dir)
-    run_streaming(torchrun_command(cfg, gpus, results_dir))
-    return Path(cfg.out_dir) / cfg.run_name(gpus)
+    run_streaming(torchrun_command(cfg, gpus, results_dir, nodes=nodes, node_rank=node_rank,
+                                   rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id))
+    return Path(cfg.out_dir) / cfg.run_name(nodes * gpus)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -318,21 +384,24 @@ def pretrain_config(*, model: str = "lemore_cls", data_root: str = "", epochs: i
     return load_pretrain_cfg(overrides=values)
 
 
-def pretrain(cfg, *, gpus: int = 1, results_dir: str | os.PathLike | None = "results/pretrain") -> Path:
-    """ImageNet pretraining (``lemore.engine.pretrain``): in this process, or through torchrun for ``gpus > 1``."""
-    check_choices(gpus=gpus)
+def pretrain(cfg, *, gpus: int = 1, results_dir: str | os.PathLike | None = "results/pretrain", nodes: int = 1,
+             node_rank: int = 0, rdzv_endpoint: str = "", rdzv_id: str = "") -> Path:
+    """ImageNet pretraining (``lemore.engine.pretrain``): in this process, or through torchrun for ``gpus > 1`` or
+    several nodes (:func:`torchrun_launcher`; the same call on every node with its ``node_rank``)."""
+    check_choices(gpus=gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     show_logs()
-    if gpus == 1:
+    if gpus == 1 and nodes == 1:
         from lemore.engine.pretrain import pretrain as run
 
         return run(cfg, results_dir=results_dir)
     sets = [f"{k}={_yaml_value(v)}" for k, v in asdict(cfg).items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "lemore",
-           "pretrain", "--set", *sets]
+    cmd = torchrun_launcher(gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                            rdzv_id=rdzv_id or cfg.run_name(nodes * gpus))
+    cmd += ["-m", "lemore", "pretrain", "--set", *sets]
     if results_dir is not None:
         cmd += ["--results-dir", str(results_dir)]
     run_streaming(cmd)
-    return Path(cfg.out_dir) / cfg.run_name(gpus)
+    return Path(cfg.out_dir) / cfg.run_name(nodes * gpus)
 
 
 def write_pretrain_status(run_dir: Path | None, status: str | os.PathLike = PRETRAIN_STATUS) -> dict[str, Any]:
@@ -555,6 +624,7 @@ if __name__ == "__main__":
     raise SystemExit(_cli())
 
 
-__all__ = ["SMOKE", "check_choices", "config_overrides", "finetune", "finetune_config", "make_tiny_imagenet",
-           "metrics_frame", "notebook_parameters", "parse_size", "prepare_data", "pretrain", "pretrain_config",
-           "profile", "read_metrics", "run_notebook", "segmentation_models", "show_logs", "torchrun_command"]
+__all__ = ["SMOKE", "check_choices", "check_nodes", "config_overrides", "finetune", "finetune_config",
+           "make_tiny_imagenet", "metrics_frame", "notebook_parameters", "parse_endpoint", "parse_size",
+           "prepare_data", "pretrain", "pretrain_config", "profile", "read_metrics", "run_notebook",
+           "segmentation_models", "show_logs", "torchrun_command", "torchrun_launcher"]

@@ -7,8 +7,9 @@ Protocol (also written into every JSON this module produces, see :func:`protocol
   *multiply-accumulate* per "flop" (convolutions, matmuls incl. attention's Q K^T and A V, linear layers,
   BatchNorm, pooling, bilinear upsampling); element-wise ops (add, mul, activations, softmax) are not
   counted. This is the count segmentation papers print as "GFLOPs" (mmcv's ``get_model_complexity_info``
-  and timm's ``benchmark.py`` count the same MACs). Attention runs with explicit matmuls (SegFormer is
-  built with ``attn_implementation="eager"``) so that it is counted. The network is counted up to its
+  and timm's ``benchmark.py`` count the same MACs). Attention runs with explicit matmuls while it is counted
+  (:func:`eager_attention`: SegFormer trains and infers with SDPA, which fvcore does not count). The
+  network is counted up to its
   logits at the decoder's stride (``forward_logits``): the final bilinear resize of the logits to the input
   size happens outside the network in MMSegmentation (``encode_decode``) and mmcv does not count it.
 - **Latency**: batch 1, ``torch.inference_mode``, warm-up iterations then the median of N timed forward
@@ -18,6 +19,7 @@ Protocol (also written into every JSON this module produces, see :func:`protocol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -49,6 +51,21 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@contextlib.contextmanager
+def eager_attention(model: nn.Module):
+    """Run the block with every submodule that has a settable ``attn_implementation`` (SegFormer) set to
+    ``"eager"``: explicit matmuls that fvcore counts, where ``scaled_dot_product_attention`` is not counted."""
+    switchable = [m for m in model.modules() if isinstance(getattr(type(m), "attn_implementation", None), property)]
+    before = [m.attn_implementation for m in switchable]
+    try:
+        for m in switchable:
+            m.attn_implementation = "eager"
+        yield model
+    finally:
+        for m, impl in zip(switchable, before):
+            m.attn_implementation = impl
+
+
 def count_flops(model: nn.Module, input_size: tuple[int, int], by_module: bool = False):
     """fvcore multiply-accumulates of one forward at batch 1 (see the module docstring).
 
@@ -61,7 +78,7 @@ def count_flops(model: nn.Module, input_size: tuple[int, int], by_module: bool =
     x = torch.randn(1, 3, *input_size)
     analysis = FlopCountAnalysis(_Logits(model), x)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), eager_attention(model):
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
         total = analysis.total()
     model.train(was_training)
@@ -216,7 +233,7 @@ def cli_main(args) -> int:
         if args.markdown:
             write_text_atomic(args.markdown, text)
         return 0
-    from tqdm import tqdm
+    from lemore.progress import progress as tqdm
 
     names = args.models or list_models()
     unknown = [n for n in names if n not in list_models()]

@@ -13,6 +13,13 @@ The paper's numbers come from :func:`lemore.paper.load_table` and appear only in
 ours are ``"<metric> (ours)"`` and ``"Δ <metric>"`` is ours minus the paper's. A paper row we did not reproduce keeps
 empty "ours" cells; nothing is filled in from the paper.
 
+Table 1 holds figures from more than one paper: its published columns are ``"<metric> (published)"`` and a ``source``
+column says whose (the LeMoRe paper's Table 1, or, in the "beyond the paper" block, what TopFormer-T and SeaFormer-T
+published about themselves, :func:`lemore.paper.load_peers`). Its latency is a ratio to LR-ASPP MobileNetV3-Large, not
+milliseconds: ``latency ratio (published)`` is the paper's ms over the paper's 51 ms for LR-ASPP (given only where the
+same paper measured both), ``latency ratio (ours)`` the ratio measured in one run of ``benchmarks/latency.py``
+(``results/benchmarks/latency.json``, setting :data:`LATENCY_SETTING`, each model in its fastest form).
+
 Which run stands for a (dataset, model) pair when there are several: the one with the most iterations, ties broken
 by the run name (last in sort order), so the choice never depends on file times.
 """
@@ -62,20 +69,33 @@ class TableSpec:
     num_classes: int
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     caption: str = ""
+    published: str = "paper"  # the label of the published columns: "<metric> (<published>)"
+    source: str = ""  # non-empty: a "source" column, this for the paper's rows
+    latency_ratio_to: dict[str, Any] | None = None  # the paper row whose latency is the ratio's denominator
+    peers: bool = False  # append the "beyond the paper" block (lemore.paper.load_peers)
 
     def size_of(self, model: str) -> tuple[int, int]:
         return self.sizes.get(model, self.size)
 
 
 _LRASPP = "lraspp_mobilenet_v3_large"
+#: The latency setting Table 1's "latency ratio (ours)" is read from (``results/benchmarks/latency.json``'s summary):
+#: ONNX Runtime, one thread, logits at the input size (the final resize included), each model's fastest form --
+#: the headline of ``results/benchmarks/latency.md``.
+LATENCY_SETTING = "ort, 1 thread | output"
+#: Table 1's block of LeMoRe's closest relatives that the paper leaves out.
+BEYOND_GROUP = "beyond the paper"
 SPECS: dict[str, TableSpec] = {
     "table1_ade20k": TableSpec(
-        "ade20k", ("model", "encoder", "group"), ("miou", "gflops", "params_m", "latency_ms"),
+        "ade20k", ("model", "encoder", "group"), ("miou", "gflops", "params_m"),
         {"lemore": {"model": "LeMoRe", "encoder": "LeMoRe"},
          "lemore_star": {"model": "LeMoRe* (448x448 training)", "encoder": "LeMoRe"},
          "segformer_b0": {"model": "SegFormer", "encoder": "MiT-B0"},
-         _LRASPP: {"model": "LR-ASPP", "encoder": "MobileNetV3-Large"}},
-        (512, 512), 150, sizes={"lemore_star": (448, 448)}),
+         _LRASPP: {"model": "LR-ASPP", "encoder": "MobileNetV3-Large"},
+         "lraspp_mobilenet_v3_large_reduced": {"model": "LR-ASPP", "encoder": "MobileNetV3-Large-reduce"}},
+        (512, 512), 150, sizes={"lemore_star": (448, 448)}, published="published",
+        source="LeMoRe (ICIP 2025), Table 1", latency_ratio_to={"model": "LR-ASPP", "encoder": "MobileNetV3-Large"},
+        peers=True),
     "table2_ablation": TableSpec(
         "ade20k", SWITCHES, ("miou", "gflops", "params_m"),
         {name: dict(zip(SWITCHES, sw)) for name, sw in ABLATION_MODELS.items()}, (512, 512), 150),
@@ -102,7 +122,8 @@ SPECS: dict[str, TableSpec] = {
 
 #: Display names of our models (for tables of our own runs and figure labels).
 DISPLAY_NAMES = {"lemore": "LeMoRe", "lemore_star": "LeMoRe*", "segformer_b0": "SegFormer-B0",
-                 _LRASPP: "LR-ASPP MobileNetV3-L", "lemore_cls": "LeMoRe (ImageNet)"}
+                 _LRASPP: "LR-ASPP MobileNetV3-L", "lraspp_mobilenet_v3_large_reduced": "LR-ASPP MobileNetV3-L reduced",
+                 "topformer_t": "TopFormer-T", "seaformer_t": "SeaFormer-T", "lemore_cls": "LeMoRe (ImageNet)"}
 
 
 def display_name(model: str) -> str:
@@ -179,6 +200,18 @@ def load_profile_protocol(results_dir: str | os.PathLike = "results", name: str 
     return _read_json(paths[0]).get("protocol", {}) if paths else {}
 
 
+def load_latency_ratios(results_dir: str | os.PathLike = "results", setting: str = LATENCY_SETTING
+                        ) -> dict[str, float]:
+    """Model -> median latency over LR-ASPP MobileNetV3-Large's, measured in one run of ``benchmarks/latency.py``
+    (``<results_dir>/benchmarks/latency.json``, summary ``setting``). Empty if the file or setting is absent; a model
+    the benchmark did not run is absent."""
+    path = Path(results_dir, "benchmarks", "latency.json")
+    if not path.is_file():
+        return {}
+    entry = _read_json(path).get("summary", {}).get(setting, {})
+    return {m: float(e["ratio"]) for m, e in entry.items() if isinstance(e, dict) and e.get("ratio") is not None}
+
+
 def load_pretrain(results_dir: str | os.PathLike = "results") -> dict[str, Any] | None:
     """The ImageNet pretraining result (``results/pretrain/*.json`` holding a ``top1``), or None."""
     for path in sorted(Path(results_dir, "pretrain").glob("*.json")):
@@ -231,30 +264,65 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def paper_vs_ours(name: str, runs: pd.DataFrame, profile: pd.DataFrame,
-                  pretrain: dict[str, Any] | None = None) -> pd.DataFrame:
+                  pretrain: dict[str, Any] | None = None, latency: dict[str, float] | None = None) -> pd.DataFrame:
     """Paper table ``name`` with, per metric, ``"<m> (paper)"``, ``"<m> (ours)"`` and ``"Δ <m>"`` columns.
 
     Every paper row is kept. ``ours: model`` names our registry model for reproduced rows, ``ours: run`` the run
-    whose accuracy is shown. ``runs`` should hold one run per (dataset, model), see :func:`best_runs`.
+    whose accuracy is shown. ``runs`` should hold one run per (dataset, model), see :func:`best_runs`. Table 1
+    (``spec.published``, ``spec.source``, ``spec.latency_ratio_to``, ``spec.peers``) labels its published columns
+    "(published)" with a ``source`` column, shows latency as ratios to LR-ASPP (``latency``: model -> our measured
+    ratio, :func:`load_latency_ratios`) and ends with the "beyond the paper" block.
     """
     if name not in SPECS:
         raise ValueError(f"unknown paper table {name!r}; choose from {sorted(SPECS)}")
     spec, paper = SPECS[name], load_table(name)
     key_cols = [k for k in spec.keys if k in paper.columns]
+    pub = spec.published
+    ref_ms = math.nan
+    if spec.latency_ratio_to is not None:
+        ref = paper[[all(_same(r[k], v) for k, v in spec.latency_ratio_to.items()) for _, r in paper.iterrows()]]
+        ref_ms = float(ref["latency_ms"].iloc[0])
+    latency = latency or {}
+
+    def latency_cells(published_ms: float, model: str) -> dict[str, Any]:
+        if spec.latency_ratio_to is None:
+            return {}
+        ours = latency.get(model, math.nan) if model else math.nan
+        return {"latency_ms (published)": published_ms, "latency ratio (published)": published_ms / ref_ms,
+                "latency ratio (ours)": ours}
+
     rows = []
     for idx, prow in paper.iterrows():
         model = next((m for m, keyvals in spec.models.items()
                       if all(_same(prow[k], v) for k, v in keyvals.items())), "")
         ours = _ours(spec, model, runs, profile, pretrain) if model else {m: math.nan for m in spec.metrics}
         row: dict[str, Any] = {k: paper.at[idx, k] for k in key_cols}  # .at keeps the column's dtype
+        if spec.source:
+            row["source"] = spec.source
         for m in spec.metrics:
             p = prow[m] if m in paper.columns else math.nan
             p = float(p) if pd.notna(p) else math.nan
             o = float(ours[m]) if pd.notna(ours[m]) else math.nan
-            row[f"{m} (paper)"], row[f"{m} (ours)"], row[f"Δ {m}"] = p, o, o - p
+            row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = p, o, o - p
+        lat = prow["latency_ms"] if "latency_ms" in paper.columns and pd.notna(prow["latency_ms"]) else math.nan
+        row.update(latency_cells(float(lat), model))
         row["ours: model"] = model
         row["ours: run"] = ours.get("run", "") if model else ""
         rows.append(row)
+    if spec.peers:
+        from lemore.paper import load_peers
+
+        for p in load_peers().itertuples(index=False):
+            ours = _ours(spec, p.registry, runs, profile, pretrain)
+            row = {"model": p.model, "encoder": p.encoder, "group": BEYOND_GROUP, "source": p.short_source}
+            for m in spec.metrics:
+                o = float(ours[m]) if pd.notna(ours[m]) else math.nan
+                published = float(getattr(p, m))
+                row[f"{m} ({pub})"], row[f"{m} (ours)"], row[f"Δ {m}"] = published, o, o - published
+            # Published latencies of the peers are on other hardware than the paper's 51 ms: no published ratio.
+            row.update(latency_cells(math.nan, p.registry))
+            row["ours: model"], row["ours: run"] = p.registry, ours.get("run", "")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -284,7 +352,8 @@ def build_all(results_dir: str | os.PathLike = "results") -> dict[str, pd.DataFr
     runs = best_runs(load_runs(results_dir))
     profile = load_profile(results_dir)
     pretrain = load_pretrain(results_dir)
-    out = {name: paper_vs_ours(name, runs, profile, pretrain) for name in TABLES}
+    latency = load_latency_ratios(results_dir)
+    out = {name: paper_vs_ours(name, runs, profile, pretrain, latency) for name in TABLES}
     paper_datasets = {s.dataset for s in SPECS.values()}
     for dataset in sorted(set(runs.dataset) - paper_datasets) if not runs.empty else []:
         out[f"ours_{dataset}"] = ours_table(dataset, runs, profile)
@@ -293,9 +362,11 @@ def build_all(results_dir: str | os.PathLike = "results") -> dict[str, pd.DataFr
 
 def caption(name: str) -> str:
     if name == "table1_ade20k":
-        return (TABLES[name] + " -- paper vs this reproduction (Δ = ours - paper). Our latency is measured on this "
-                "project's machine (protocol in results/profile/tables.json), the paper's on its own hardware, so "
-                "Δ latency compares machines as much as models")
+        return (TABLES[name] + " -- published vs this reproduction (Δ = ours - published; `source` says whose figures "
+                "the published columns hold). Last block, beyond the paper: LeMoRe's closest relatives with what their "
+                "authors published. Latency as the ratio to LR-ASPP MobileNetV3-Large: published = the paper's ms / "
+                "its 51 ms; ours = one interleaved run of benchmarks/latency.py (results/benchmarks/latency.json, "
+                f"{LATENCY_SETTING}, fastest form of each model), empty where a model was not in that run")
     if name in TABLES:
         return TABLES[name] + " -- paper vs this reproduction (Δ = ours - paper)"
     return f"Our runs on the {name.removeprefix('ours_')} dataset (no paper counterpart)"
@@ -396,7 +467,9 @@ def write_all(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> li
     written = []
     index = ["# Tables: the paper vs this reproduction", "",
              "Built by `notebooks/results.ipynb` from the files under `results/` only. Columns `(paper)` are the "
-             "paper's numbers (`lemore.paper`), `(ours)` are measured here, `Δ` = ours - paper; empty = not run.", ""]
+             "paper's numbers (`lemore.paper`), `(ours)` are measured here, `Δ` = ours - paper; empty = not run. "
+             "Table 1's `(published)` columns hold the figures its `source` column names (the paper's, or a peer's "
+             "own).", ""]
     for name, df in tables.items():
         written += write_table(df, out_dir, name, caption(name))
         index.append(f"- [{name}]({name}.md): {caption(name)}")

@@ -151,6 +151,10 @@ class Tracker:
             return
         try:
             caps = list(captions) if captions is not None else [None] * len(images)
+            # One size for all (black padding at the bottom/right): W&B shows a list of images of different
+            # sizes wrongly and says so with a warning on the root logger.
+            h, w = max(im.shape[0] for im in images), max(im.shape[1] for im in images)
+            images = [np.pad(im, ((0, h - im.shape[0]), (0, w - im.shape[1]), (0, 0))) for im in images]
             self.run.log({key: [self._wandb.Image(im, caption=c) for im, c in zip(images, caps)]}, step=int(step))
         except Exception as e:  # noqa: BLE001
             self._fail("log_images", e)

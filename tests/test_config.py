@@ -81,3 +81,87 @@ def test_data_root_resolution(monkeypatch, tmp_path):
     assert cfg.data.resolved_root() == tmp_path / "ADEChallengeData2016"
     cfg.data.root = "/elsewhere"
     assert str(cfg.data.resolved_root()) == "/elsewhere"
+
+
+# ---------------------------------------------------------------------------------- the peers' own recipes (issue 11)
+def _train(dataset: str, model: str):
+    cfg = config.load(dataset=dataset, overrides={"model.name": model})
+    return cfg.train, cfg.data
+
+
+@pytest.mark.parametrize("model,lr", [("topformer_t", 3e-4), ("seaformer_t", 3e-4), ("segformer_b0", 6e-5)])
+def test_peer_recipe_on_ade20k_is_the_official_config(model, lr):
+    t, d = _train("ade20k", model)
+    assert (t.optimizer, t.lr, t.betas, t.weight_decay) == ("adamw", lr, (0.9, 0.999), 0.01)
+    assert (t.head_lr_mult, t.norm_bias_decay) == (10.0, True)  # paramwise_cfg: 'head' lr_mult=10, mmcv decay rule
+    assert (t.warmup_iters, t.warmup_ratio, t.poly_power, t.min_lr) == (1500, 1e-6, 1.0, 0.0)
+    assert (t.iters, t.batch_size, d.crop_size, d.scale, d.eval_mode) == (160_000, 16, (512, 512), (2048, 512), "whole")
+    assert d.eval_size_divisor == 32  # ResizeToMultiple(32) / AlignedResize(size_divisor=32) at test time
+    assert config.family_recipe("ade20k", model).source  # every recipe names its source
+
+
+def test_lraspp_recipe_is_mmseg_sgd():
+    for model in ("lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_large_reduced"):
+        t, d = _train("cityscapes", model)
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.warmup_iters) == ("sgd", 0.01, 0.9, 5e-4, 0)
+        assert (t.poly_power, t.min_lr, t.iters, d.crop_size, d.eval_mode) == (0.9, 1e-4, 320_000, (512, 1024), "whole")
+        t, d = _train("ade20k", model)  # carried over from Cityscapes, with ADE20K's schedule: said in the note
+        assert (t.optimizer, t.lr, t.iters, t.batch_size) == ("sgd", 0.01, 160_000, 16)
+        assert "carried over" in config.family_recipe("ade20k", model).note
+
+
+def test_lemore_recipe_is_unchanged_and_synthetic_is_the_same_for_every_model():
+    t, _ = _train("ade20k", "lemore")
+    assert (t.optimizer, t.lr, t.head_lr_mult, t.norm_bias_decay) == ("adamw", 1.2e-4, 1.0, False)
+    assert config.recipe("ade20k").train == t
+    base = config.recipe("synthetic")
+    for model in config.FAMILY_RECIPES:
+        cfg = config.load(dataset="synthetic", overrides={"model.name": model})
+        assert (cfg.train, cfg.data) == (base.train, base.data) and cfg.model.name == model
+
+
+def test_every_family_recipe_is_a_valid_config():
+    import lemore
+
+    for model, per_dataset in config.FAMILY_RECIPES.items():
+        assert model in lemore.list_models()
+        for dataset, fam in per_dataset.items():
+            assert dataset in config.DATASET_NAMES and fam.source
+            cfg = config.recipe(dataset, model)
+            config.validate(cfg)
+            assert cfg.model.name == model and cfg.data.dataset == dataset
+
+
+def test_explicit_overrides_beat_the_family_recipe_and_the_notebook_gets_it():
+    from lemore import launch
+
+    cfg = config.load(dataset="ade20k", overrides={"model.name": "seaformer_t", "train.lr": 1e-3})
+    assert cfg.train.lr == 1e-3 and cfg.train.head_lr_mult == 10.0
+    nb = launch.finetune_config("ade20k", "seaformer_t")  # papermill -p dataset ade20k -p model seaformer_t
+    assert nb.train == config.recipe("ade20k", "seaformer_t").train and nb.model.name == "seaformer_t"
+    launch.check_choices(model="topformer_t")
+    launch.check_choices(model="lraspp_mobilenet_v3_large_reduced")
+
+
+def test_new_train_keys_are_checked():
+    with pytest.raises(ValueError, match="train.optimizer='adam'.*'adamw', 'sgd'"):
+        config.load(overrides={"train.optimizer": "adam"})
+    with pytest.raises(ValueError, match="head_lr_mult"):
+        config.load(overrides={"train.head_lr_mult": 0})
+    with pytest.raises(ValueError, match="momentum"):
+        config.load(overrides={"train.momentum": 1.5})
+    with pytest.raises(TypeError, match="norm_bias_decay"):
+        config.load(overrides={"train.norm_bias_decay": "sometimes"})
+
+
+def test_a_config_saved_before_the_new_keys_reads_as_it_ran():
+    """A run of segformer_b0 on ADE20K saved before the peers' recipes existed trained without a head multiplier:
+    its saved config, which lacks the new keys, must not pick them up from today's recipe."""
+    old = config.recipe("ade20k").to_dict()
+    old["model"]["name"] = "segformer_b0"
+    for key in config.ADDED_KEYS:
+        section, name = key.split(".")
+        del old[section][name]
+    cfg = config.from_dict(old)
+    assert (cfg.train.lr, cfg.train.head_lr_mult, cfg.train.norm_bias_decay, cfg.data.eval_size_divisor) == \
+        (1.2e-4, 1.0, False, 0)

@@ -6,6 +6,7 @@ from lemore.paper import load_table
 
 EXPECTED = {
     "lemore", "lemore_star", "lemore_cls", "segformer_b0", "lraspp_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large_reduced", "topformer_t", "seaformer_t",
     "lemore_t", "lemore_tf", "lemore_tfl", "lemore_tfl_ca",
     "lemore_t_na", "lemore_tf_na", "lemore_tfl_na", "lemore_tfl_ca_na",
 }
@@ -26,6 +27,14 @@ def test_unknown_option_lists_valid_options():
     with pytest.raises(TypeError, match="unknown LeMoRe option") as e:
         lemore.create_model("lemore", lateal=False)
     assert "lateral" in str(e.value)
+
+
+@pytest.mark.parametrize("name,option,valid", [("topformer_t", "drop_pth_rate", "drop_path_rate"),
+                                               ("seaformer_t", "key_dim", "key_dims")])
+def test_peer_options_are_checked(name, option, valid):
+    with pytest.raises(TypeError, match="unknown .* option") as e:
+        lemore.create_model(name, **{option: 0})
+    assert valid in str(e.value)
 
 
 def test_one_name_per_table2_row():

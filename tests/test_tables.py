@@ -24,11 +24,11 @@ def write_run(results, dataset, model, miou, iters=100, crop=(512, 512), extra=N
     return name
 
 
-def write_profile(results, rows):
+def write_profile(results, rows, name="profile"):
     (results / "profile").mkdir(parents=True, exist_ok=True)
     full = [dict(model=m, num_classes=k, input_size=list(size), params_m=p, gflops=g, latency_ms=lat, threads=2)
             for m, size, k, p, g, lat in rows]
-    (results / "profile" / "profile.json").write_text(json.dumps({"protocol": {"device": "cpu"}, "rows": full}))
+    (results / "profile" / f"{name}.json").write_text(json.dumps({"protocol": {"device": "cpu"}, "rows": full}))
 
 
 @pytest.fixture
@@ -57,25 +57,84 @@ def test_load_runs_and_best_run(results):
     assert lemore.miou == 31.5 and lemore.iters == 2000
 
 
-def test_table1_paper_vs_ours(results):
+def write_latency(results, ratios: dict, setting: str = "ort, 1 thread | output"):
+    """A results/benchmarks/latency.json with a summary entry per model (as benchmarks/latency.py writes it)."""
+    (results / "benchmarks").mkdir(parents=True, exist_ok=True)
+    summary = {setting: {m: {"variant": "fused", "median_ms": 100 * r, "ratio": r} for m, r in ratios.items()}}
+    summary[setting]["fastest"] = "lemore"  # not a model: ignored
+    summary["eager, 1 thread | output"] = {m: {"ratio": 9.0} for m in ratios}  # another setting: not read
+    (results / "benchmarks" / "latency.json").write_text(json.dumps({"summary": summary}))
+
+
+def _table1(results):
     runs, prof = tables.best_runs(tables.load_runs(results)), tables.load_profile(results)
-    df = tables.paper_vs_ours("table1_ade20k", runs, prof)
+    return tables.paper_vs_ours("table1_ade20k", runs, prof, latency=tables.load_latency_ratios(results))
+
+
+def test_table1_paper_vs_ours(results):
+    write_latency(results, {"lemore": 0.62, "lraspp_mobilenet_v3_large": 1.0, "segformer_b0": 3.6})
+    df = _table1(results)
     paper = load_table("table1_ade20k")
-    assert len(df) == len(paper)
-    # The paper's numbers appear unchanged and only in the "(paper)" columns.
+    block = df[df.group != tables.BEYOND_GROUP].reset_index(drop=True)
+    assert len(block) == len(paper) and (block.source == "LeMoRe (ICIP 2025), Table 1").all()
+    # The paper's numbers appear unchanged and only in the "(published)" columns.
     for m in ("miou", "gflops", "params_m", "latency_ms"):
-        pd.testing.assert_series_equal(df[f"{m} (paper)"], paper[m].astype(float), check_names=False)
+        pd.testing.assert_series_equal(block[f"{m} (published)"], paper[m].astype(float), check_names=False)
     row = df[df.model == "LeMoRe"].iloc[0]
     assert row["miou (ours)"] == 31.5
     assert row["Δ miou"] == pytest.approx(31.5 - 33.5)
-    assert row["gflops (ours)"] == 0.81 and row["latency_ms (ours)"] == 20.0
+    assert row["gflops (ours)"] == 0.81
     assert row["ours: model"] == "lemore" and row["ours: run"].startswith("lemore_16x1-2000")
     seg = df[df.model == "SegFormer"].iloc[0]
     assert seg["miou (ours)"] == 35.0 and seg["params_m (ours)"] == 3.75
     # Rows we did not reproduce stay empty: nothing is copied from the paper into "ours".
     psp = df[df.model == "PSPNet"].iloc[0]
-    assert all(math.isnan(psp[f"{m} (ours)"]) for m in ("miou", "gflops", "params_m", "latency_ms"))
-    assert psp["ours: model"] == ""
+    assert all(math.isnan(psp[f"{m} (ours)"]) for m in ("miou", "gflops", "params_m"))
+    assert math.isnan(psp["latency ratio (ours)"]) and psp["ours: model"] == ""
+
+
+def test_table1_latency_is_a_ratio_to_lraspp_not_a_difference_of_machines(results):
+    write_latency(results, {"lemore": 0.62, "lemore_star": 0.46, "lraspp_mobilenet_v3_large": 1.0})
+    df = _table1(results)
+    assert not [c for c in df.columns if c in ("latency_ms (ours)", "Δ latency_ms")]
+    lemore = df[df.model == "LeMoRe"].iloc[0]
+    assert lemore["latency ratio (published)"] == pytest.approx(24 / 51)  # the paper's 0.47
+    assert lemore["latency ratio (ours)"] == 0.62  # from latency.json's ORT 1-thread summary, not the eager one
+    lr = df[(df.model == "LR-ASPP") & (df.encoder == "MobileNetV3-Large")].iloc[0]
+    assert lr["latency ratio (published)"] == 1.0 and lr["latency ratio (ours)"] == 1.0
+    assert df[df.model.str.startswith("LeMoRe*")].iloc[0]["latency ratio (ours)"] == 0.46
+    seg = df[df.model == "SegFormer"].iloc[0]  # not in that run: empty, not 0
+    assert seg["latency ratio (published)"] == pytest.approx(308 / 51) and math.isnan(seg["latency ratio (ours)"])
+    pem = df[df.model == "PEM"].iloc[0]  # no published latency: no published ratio
+    assert math.isnan(pem["latency ratio (published)"])
+    # without the benchmark file every "ours" ratio is empty
+    (results / "benchmarks" / "latency.json").unlink()
+    assert tables.load_latency_ratios(results) == {} and _table1(results)["latency ratio (ours)"].isna().all()
+
+
+def test_table1_beyond_the_paper_block(results):
+    from lemore.paper import load_peers
+
+    write_profile(results, [("topformer_t", (512, 512), 150, 1.39, 0.58, 50.0),
+                            ("lraspp_mobilenet_v3_large_reduced", (512, 512), 150, 1.77, 1.39, 60.0)], "peers")
+    write_run(results, "ade20k", "seaformer_t", 34.0)
+    write_latency(results, {"topformer_t": 0.5, "lraspp_mobilenet_v3_large": 1.0})
+    df = _table1(results)
+    beyond = df[df.group == tables.BEYOND_GROUP]
+    peers = load_peers()
+    assert list(beyond.model) == list(peers.model) == ["TopFormer-T", "SeaFormer-T"]
+    assert list(beyond["ours: model"]) == ["topformer_t", "seaformer_t"]
+    assert list(beyond.source) == list(peers.short_source) and all("official README" in s for s in beyond.source)
+    tf, sf = beyond.iloc[0], beyond.iloc[1]
+    assert (tf["miou (published)"], tf["gflops (published)"], tf["params_m (published)"]) == (33.6, 0.6, 1.4)
+    assert (sf["miou (published)"], sf["gflops (published)"], sf["params_m (published)"]) == (35.0, 0.6, 1.7)
+    assert tf["params_m (ours)"] == 1.39 and tf["Δ gflops"] == pytest.approx(0.58 - 0.6)
+    assert math.isnan(tf["miou (ours)"]) and sf["miou (ours)"] == 34.0  # mIoU only where a run exists
+    assert tf["latency ratio (ours)"] == 0.5 and math.isnan(sf["latency ratio (ours)"])
+    assert beyond["latency ratio (published)"].isna().all()  # measured on other hardware than the paper's 51 ms
+    red = df[df.encoder == "MobileNetV3-Large-reduce"].iloc[0]  # a paper row: now with ours beside it
+    assert red["ours: model"] == "lraspp_mobilenet_v3_large_reduced" and red["params_m (ours)"] == 1.77
+    assert red["latency ratio (published)"] == pytest.approx(33 / 51)
 
 
 def test_ablation_and_pascal_context(results):
@@ -130,9 +189,11 @@ def test_write_all_formats(results, tmp_path):
         assert list(back.columns) == list(df.columns)
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
     md = (out / "table1_ade20k.md").read_text()
-    assert "| miou (paper) | miou (ours) | Δ miou |" in md and "| – |" in md and "31.50" in md
+    assert "| miou (published) | miou (ours) | Δ miou |" in md and "| – |" in md and "31.50" in md
+    assert "| TopFormer-T | TopFormer-T | beyond the paper |" in md and "latency ratio (ours)" in md
     tex = (out / "table1_ade20k.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"$\Delta$ miou" in tex and r"params\_m (paper)" in tex
+    assert r"\begin{tabular}" in tex and r"$\Delta$ miou" in tex and r"params\_m (published)" in tex
+    assert "| miou (paper) | miou (ours) | Δ miou |" in (out / "table2_ablation.md").read_text()
     assert "LeMoRe* (448x448 training)" in tex
     index = (out / "index.md").read_text()
     assert all(f"[{name}]({name}.md)" in index for name in built)

@@ -61,6 +61,7 @@ SYNTHETIC_PALETTE = [
 GENERATOR_VERSION = 1
 META_FILE = "synthetic.json"
 DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL = 400, 100
+DEFAULT_SIZE_RANGE = (160, 256)  # image height and width are each drawn from this range (inclusive), in pixels
 _SPLITS = (("training", 1), ("validation", 2))  # folder, rng stream id
 
 _OBJECT_COLOURS = np.array(
@@ -92,9 +93,9 @@ def _shape_field(
     return np.minimum(size - np.abs(u), size * aspect - np.abs(v)), u, v  # boxes
 
 
-def _scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _scene(rng: np.random.Generator, size_range: tuple[int, int] = DEFAULT_SIZE_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """One scene: uint8 image (H, W, 3) and uint8 label (H, W) with values 0..8."""
-    h, w = (int(x) for x in rng.integers(160, 257, size=2))
+    h, w = (int(x) for x in rng.integers(size_range[0], size_range[1] + 1, size=2))
     yy = np.arange(h, dtype=np.float32)[:, None]  # (H, 1)
     xx = np.arange(w, dtype=np.float32)[None, :]  # (1, W)
 
@@ -136,19 +137,21 @@ def _scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _write_split(root: Path, folder: str, stream: int, n: int, seed: int) -> None:
+def _write_split(root: Path, folder: str, stream: int, n: int, seed: int,
+                 size_range: tuple[int, int] = DEFAULT_SIZE_RANGE) -> None:
     (root / "images" / folder).mkdir(parents=True, exist_ok=True)
     (root / "annotations" / folder).mkdir(parents=True, exist_ok=True)
     prefix = "train" if folder == "training" else "val"
     for i in range(n):
-        image, label = _scene(np.random.default_rng([seed, stream, i]))
+        image, label = _scene(np.random.default_rng([seed, stream, i]), size_range)
         stem = f"SYN_{prefix}_{i + 1:08d}"
         Image.fromarray(image).save(root / "images" / folder / f"{stem}.jpg", quality=95)
         Image.fromarray(label).save(root / "annotations" / folder / f"{stem}.png")
 
 
 def generate(
-    root: str | os.PathLike, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEFAULT_NUM_VAL, seed: int = 0
+    root: str | os.PathLike, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEFAULT_NUM_VAL, seed: int = 0,
+    size_range: tuple[int, int] = DEFAULT_SIZE_RANGE,
 ) -> Path:
     """Write the synthetic dataset to ``root`` (created; existing files of the same names are overwritten).
 
@@ -158,6 +161,8 @@ def generate(
         num_train: number of training images.
         num_val: number of validation images.
         seed: the same seed gives byte-identical files.
+        size_range: image height and width are drawn from ``[lo, hi]`` pixels; the default is the embedded
+            dataset's, other values draw larger scenes (``(512, 683)``, ADE20K's sizes: benchmarks/gpu_check.py).
 
     Returns:
         ``root`` as a Path.
@@ -165,8 +170,11 @@ def generate(
     if num_train < 1 or num_val < 1:
         raise ValueError(f"num_train={num_train} and num_val={num_val} must both be >= 1")
     root = Path(root)
+    lo, hi = (int(v) for v in size_range)
+    if not 64 <= lo <= hi:
+        raise ValueError(f"size_range={tuple(size_range)} must be (lo, hi) with 64 <= lo <= hi")
     for folder, stream in _SPLITS:
-        _write_split(root, folder, stream, num_train if folder == "training" else num_val, seed)
+        _write_split(root, folder, stream, num_train if folder == "training" else num_val, seed, (lo, hi))
     meta = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -174,6 +182,8 @@ def generate(
         "num_val": num_val,
         "classes": ["unlabelled", *SYNTHETIC_CLASSES],
     }
+    if (lo, hi) != DEFAULT_SIZE_RANGE:  # the default dataset's metadata stays as it was
+        meta["size_range"] = [lo, hi]
     (root / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return root
 

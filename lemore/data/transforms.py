@@ -10,7 +10,9 @@ Training (mmseg ``train_pipeline`` of every SegFormer config, then its data prep
 
 Evaluation (mmseg ``test_pipeline``): ``Resize(scale, keep_ratio=True)`` of the image only, the label stays at
 its original size (mmseg loads it after the resize; the evaluator upsamples the logits to the label). For
-sliding-window evaluation (Cityscapes) the image is not resized at all.
+sliding-window evaluation (Cityscapes) the image is not resized at all. ``data.eval_size_divisor`` (TopFormer's and
+SeaFormer's ``ResizeToMultiple(32)``, SegFormer's ``AlignedResize(size_divisor=32)`` on ADE20K) rounds the resized
+height and width up to a multiple, in the same single resize (as SegFormer; mmseg's ResizeToMultiple resizes twice).
 
 Images stay uint8 until normalisation (as in mmseg, where every step before the preprocessor works on uint8)
 and masks stay uint8 (0..num_classes-1, 255 = ignore) until the dataset returns them as int64.
@@ -65,15 +67,18 @@ class KeepRatioResize(v2.Transform):
         scale: mmseg's (long, short) ``img_scale``, e.g. (2048, 512).
         ratio_range: (min, max) of the random ratio; None for a fixed scale.
         resize_masks: False leaves masks at their size (evaluation: the metric is computed at label size).
+        size_divisor: > 0 rounds the target height and width up to a multiple of it (evaluation only).
     """
 
     def __init__(
-        self, scale: Sequence[int], ratio_range: Sequence[float] | None = None, *, resize_masks: bool = True
+        self, scale: Sequence[int], ratio_range: Sequence[float] | None = None, *, resize_masks: bool = True,
+        size_divisor: int = 0,
     ) -> None:
         super().__init__()
         self.scale = (int(scale[0]), int(scale[1]))
         self.ratio_range = None if ratio_range is None else (float(ratio_range[0]), float(ratio_range[1]))
         self.resize_masks = resize_masks
+        self.size_divisor = int(size_divisor)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = _size(flat_inputs)
@@ -82,7 +87,10 @@ class KeepRatioResize(v2.Transform):
             lo, hi = self.ratio_range
             r = lo + (hi - lo) * torch.rand(()).item()
             scale = (int(scale[0] * r), int(scale[1] * r))
-        return {"size": list(rescale_size(h, w, scale))}
+        size = rescale_size(h, w, scale)
+        if self.size_divisor > 0:
+            size = tuple(-(-n // self.size_divisor) * self.size_divisor for n in size)
+        return {"size": list(size)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
@@ -296,7 +304,8 @@ def eval_transform(cfg: DataCfg) -> v2.Compose:
     """Single-scale evaluation: "whole" resizes the image (only) to ``cfg.scale``; "slide" keeps it as is."""
     if cfg.eval_mode not in ("whole", "slide"):
         raise ValueError(f"data.eval_mode={cfg.eval_mode!r}; choose from ['slide', 'whole']")
-    resize = [KeepRatioResize(cfg.scale, resize_masks=False)] if cfg.eval_mode == "whole" else []
+    resize = ([KeepRatioResize(cfg.scale, resize_masks=False, size_divisor=cfg.eval_size_divisor)]
+              if cfg.eval_mode == "whole" else [])
     return v2.Compose([*resize, *_normalize()])
 
 

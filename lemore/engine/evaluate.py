@@ -13,7 +13,17 @@ The metric is :class:`lemore.metrics.ConfusionMatrix` (see there for the definit
 evaluates a disjoint shard (``range(rank, n, world_size)``: no padding samples, so no image is counted
 twice, unlike ``DistributedSampler``) and the matrices are summed with one ``all_reduce``.
 
-CLI: ``python -m lemore eval --run-dir RUN`` or ``--checkpoint model.pt [--dataset ...] [--set key=value]``.
+CLI::
+
+    python -m lemore eval --run-dir RUN                                   # a training run of this project
+    python -m lemore eval --checkpoint model.pt [--dataset D] [--set key=value ...]
+    python -m lemore eval --official FILE_OR_FOLDER --model NAME --dataset D [--set data.root=...]
+
+``--official`` evaluates the authors' own weights of a peer (:mod:`lemore.convert`): an mmseg ``.pth`` of TopFormer-T
+or SeaFormer-T, or a Hugging Face folder of SegFormer-B0, loaded safely and strictly with the key mapping of the
+model's file, under the dataset recipe of that model (its published test pipeline, e.g. resize to 2048x512 keeping
+the ratio, rounded up to a multiple of 32, whole-image inference on ADE20K). The results go to
+``<checkpoint folder>/eval_<model>_<dataset>.json`` unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -138,6 +148,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     class_names: Sequence[str] | None = None,
     amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool = False,
 ) -> dict[str, Any]:
     """aAcc / mIoU / mAcc / per-class IoU of ``model`` over ``loader`` (summed over DDP ranks).
@@ -150,6 +161,7 @@ def evaluate(
         device: where inference runs.
         class_names: keys of the per-class dicts.
         amp_dtype: autocast dtype on CUDA (None: full precision).
+        memory_format: the images' layout, the model's (``torch.channels_last`` when training uses it).
         progress: show a tqdm bar.
 
     Returns:
@@ -163,13 +175,19 @@ def evaluate(
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
                 else contextlib.nullcontext())
     if progress:
-        from tqdm import tqdm
+        from lemore.progress import progress
 
-        loader = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+        loader = progress(loader, desc="eval", leave=False)
     n_batches = 0
+    # Whole-image evaluation keeps each image's aspect ratio, so nearly every image is a new input shape, and
+    # cudnn.benchmark (set for training's fixed crops) would time every convolution's algorithms again for each.
+    # Sliding windows have the crop's fixed shape and keep it.
+    benchmark = torch.backends.cudnn.benchmark
+    if device.type == "cuda" and cfg.data.eval_mode == "whole":
+        torch.backends.cudnn.benchmark = False
     try:
         for image, mask in loader:
-            image = image.to(device, non_blocking=True)  # (B, 3, h, w)
+            image = image.to(device, non_blocking=True, memory_format=memory_format)  # (B, 3, h, w)
             mask = mask.to(device, non_blocking=True)  # (B, H, W)
             with autocast:
                 logits = inference(model, image, cfg, out_size=mask.shape[-2:])  # (B, K, H, W)
@@ -179,6 +197,7 @@ def evaluate(
             maybe_fault("eval", n_batches)  # tests: a kill in the middle of an evaluation (lemore.faults)
     finally:
         model.train(was_training)
+        torch.backends.cudnn.benchmark = benchmark
     cm.all_reduce()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(n_images)
@@ -251,9 +270,15 @@ def format_metrics(metrics: dict[str, Any], top: int | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------------------ CLI
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    from lemore.convert import FORMATS
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", type=Path, help="a training run directory (config.yaml + model.pt)")
     src.add_argument("--checkpoint", type=Path, help="a model.pt / last.pt / weights-only state dict")
+    src.add_argument("--official", type=Path, metavar="PATH",
+                     help="the authors' checkpoint of a peer (with --model and --dataset): "
+                          + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    p.add_argument("--model", help=f"the model of --official: one of {sorted(FORMATS)}")
     p.add_argument("--dataset", help="dataset recipe (default: the one in the checkpoint's config)")
     p.add_argument("--config", type=Path, help="YAML config (with --checkpoint)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -263,17 +288,20 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from lemore.checkpoint import check_writable, load_checkpoint, load_state_dict, load_weights
-    from lemore.config import load
-    from lemore.data import build_dataset
-    from lemore.tracking import write_results
+    from lemore.checkpoint import load_checkpoint, load_state_dict, load_weights
+    from lemore.config import load, saved_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.official is not None:
+        return _official_main(args)
+    if args.model is not None:
+        raise ConfigValueError("--model is for --official (the authors' checkpoint of a peer); a --run-dir or "
+                               "--checkpoint of this project names its model in its config")
     if args.run_dir is not None:
         cfg_file = args.run_dir / "config.yaml"
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{str(cfg_file)!r} not found: is {str(args.run_dir)!r} a training run directory?")
-        cfg = load(cfg_file, dataset=args.dataset, overrides=args.set)
+        cfg = load(cfg_file, dataset=args.dataset, overrides={**_predated_keys(cfg_file), **_pairs(args.set)})
         ckpt = args.run_dir / "model.pt"
         if not ckpt.is_file():
             ckpt = args.run_dir / "last.pt"
@@ -287,10 +315,19 @@ def cli_main(args: argparse.Namespace) -> int:
             # no usable config in the file (a bare state dict) or another dataset asked for: the recipe
             cfg = load(args.config, dataset=args.dataset, overrides=args.set)
         else:  # the training config saved in the checkpoint, with this command's overrides on top
-            cfg = load(dataset=saved["data"]["dataset"], overrides=_flat(saved) | _pairs(args.set))
+            cfg = load(dataset=saved["data"]["dataset"], overrides=saved_overrides(saved) | _pairs(args.set))
     model = build_model(cfg)
     load_state_dict(model, load_weights(ckpt), source=str(ckpt))
-    out = args.out or out_dir / "eval.json"
+    run_name = cfg.run_name() if args.run_dir is None else args.run_dir.name
+    return _evaluate_and_write(model, cfg, args, args.out or out_dir / "eval.json", run_name, str(ckpt))
+
+
+def _evaluate_and_write(model: nn.Module, cfg: RunCfg, args: argparse.Namespace, out: Path, run_name: str,
+                        checkpoint: str, **extra: Any) -> int:
+    from lemore.checkpoint import check_writable
+    from lemore.data import build_dataset
+    from lemore.tracking import write_results
+
     check_writable(out.parent, "output folder")  # before the evaluation, not after it
     if args.results_dir is not None:
         check_writable(args.results_dir, "results folder")
@@ -299,13 +336,48 @@ def cli_main(args: argparse.Namespace) -> int:
     ds = build_dataset(cfg.data, "val")
     metrics = evaluate(model, eval_loader(ds, cfg), cfg, device=device, class_names=list(ds.classes), progress=True)
     print(format_metrics(metrics))
-    run_name = cfg.run_name() if args.run_dir is None else args.run_dir.name
-    payload = dict(run_name=run_name, config=cfg.to_dict(), metrics=metrics, checkpoint=str(ckpt))
+    payload = dict(run_name=run_name, config=cfg.to_dict(), metrics=metrics, checkpoint=checkpoint, **extra)
     out = write_results(out, **payload)
     log.info("wrote %s", out)
     if args.results_dir is not None:
         log.info("wrote %s", write_results(args.results_dir / f"{run_name}.json", **payload))
     return 0
+
+
+def _official_main(args: argparse.Namespace) -> int:
+    """``--official PATH --model NAME --dataset D``: the authors' weights of a peer under its own test recipe."""
+    from lemore.config import load
+    from lemore.convert import FORMATS, load_official
+
+    if args.model not in FORMATS:
+        raise ConfigValueError(f"--official needs --model, one of {sorted(FORMATS)} (got {args.model!r}): "
+                               + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    if not args.dataset:
+        raise ConfigValueError("--official needs --dataset: the dataset the checkpoint was trained on (e.g. ade20k "
+                               "for the published TopFormer-T / SeaFormer-T / SegFormer-B0 checkpoints)")
+    cfg = load(args.config, dataset=args.dataset, overrides={**_pairs(args.set), "model.name": args.model})
+    model = build_model(cfg)
+    load_official(model, args.model, args.official, cfg.data.num_classes)
+    path = Path(args.official)
+    out = args.out or (path if path.is_dir() else path.parent) / f"eval_{args.model}_{cfg.data.dataset}.json"
+    run_name = cfg.name or f"official_{args.model}_{cfg.data.dataset}"
+    return _evaluate_and_write(model, cfg, args, out, run_name, str(path), official=True)
+
+
+def _predated_keys(cfg_file: Path) -> dict[str, Any]:
+    """The :data:`lemore.config.ADDED_KEYS` a saved config.yaml lacks (read with the values the run had)."""
+    import yaml
+
+    from lemore.config import ADDED_KEYS
+
+    try:
+        saved = yaml.safe_load(cfg_file.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}  # load() reports a bad file with its own message
+    if not isinstance(saved, dict):
+        return {}
+    saved = _flat(saved)
+    return {k: v for k, v in ADDED_KEYS.items() if k not in saved}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -319,7 +391,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. data.root=/data/ade")
+            raise ConfigValueError(f"override {item!r} must look like key=value, e.g. data.root=/data/ade")
         k, v = item.split("=", 1)
         out[k.strip()] = v
     return out

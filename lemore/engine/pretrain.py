@@ -270,10 +270,9 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
         # -------------------------------------------------------------------------------------- training loop
         log.info("%s: %d iterations (%d per epoch), batch %d = %d x %d x %d, lr %.3g, warm-up %d, on %s", run_name,
                  total, iters_per_epoch, cfg.batch_size, world, cfg.accum_steps, micro, base_lr, warmup, device)
-        from tqdm import tqdm
+        from lemore.progress import progress  # a widget in Jupyter, a line every 30 s in a log file
 
-        pbar = tqdm(total=total, initial=start_iter, disable=not master, dynamic_ncols=True, desc=run_name,
-                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        pbar = progress(total=total, initial=start_iter, disable=not master, desc=run_name)
         model.train()
         it, window, t_last, it_last = start_iter, [], time.perf_counter(), start_iter
         while it < total:

@@ -10,12 +10,16 @@ The recipe (``lemore.config.RECIPES``, every value overridable) is the paper's /
   as 0). This is MMSegmentation's default (``avg_non_ignore=False``) that SegFormer and TopFormer trained with;
   it also keeps a batch whose pixels are all ignored at loss 0 instead of NaN.
 * Weight decay: none on biases and normalisation parameters (all 1-D tensors) nor on anything the model lists
-  in ``no_weight_decay()`` (timm's convention). SegFormer additionally multiplies the head's lr by 10 and
-  exempts position embeddings; LeMoRe has no position embeddings and the paper gives no lr multipliers, so
-  we do not use a head multiplier.
+  in ``no_weight_decay()`` (timm's convention). LeMoRe has no position embeddings and the paper gives no lr
+  multipliers, so its recipe uses no head multiplier.
+* The peers train with their own published recipes (``lemore.config.FAMILY_RECIPES``): mmcv's ``paramwise_cfg`` as
+  their configs use it, i.e. the head's lr x10 (``train.head_lr_mult``, the parameters under the model's
+  ``head_prefixes``) and weight decay on every parameter but the model's ``no_weight_decay()``
+  (``train.norm_bias_decay``); SGD with momentum for LR-ASPP (``train.optimizer``). See :func:`param_groups`.
 
 Hardware: CUDA when present (AMP in bf16, or fp16 with a GradScaler where bf16 is unsupported;
-``cudnn.benchmark``; channels-last), CPU otherwise. DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
+``cudnn.benchmark``; channels-last), CPU otherwise (channels-last for the models measured faster in it:
+:func:`cpu_channels_last`). DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
 environment variables that torchrun sets (nanoGPT): NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm
 only under CUDA DDP (SyncBN has no CPU kernel). The global batch is split as
 ``batch_size = world_size x accum_steps x micro_batch``; gradients are accumulated over ``accum_steps``
@@ -91,7 +95,7 @@ from lemore.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from lemore.config import DATASET_NAMES, ConfigValueError, RunCfg, TrainCfg, load, to_yaml, validate
+from lemore.config import ADDED_KEYS, DATASET_NAMES, ConfigValueError, RunCfg, TrainCfg, load, to_yaml, validate
 from lemore.engine.evaluate import build_model, eval_loader, evaluate, format_metrics, prediction_strips
 from lemore.faults import maybe_fault
 from lemore.metrics import IGNORE_INDEX
@@ -157,7 +161,10 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
             if t.amp:
                 amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        channels_last = device.type == "cuda" and t.channels_last
+        # channels_last: on CUDA for every model (cuDNN's NHWC kernels, with AMP); on CPU only for the models whose
+        # training step measured faster in it (cpu_channels_last: by model and classes, never timed at start).
+        channels_last = t.channels_last and (device.type == "cuda" or cpu_channels_last(cfg.model.name,
+                                                                                      cfg.data.num_classes))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         # ---------------------------------------------------------------------------------------------- data
@@ -193,8 +200,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         if env.ddp and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # before the optimizer sees the parameters
         model.to(device, memory_format=memory_format)
-        optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=t.betas,
-                                      fused=device.type == "cuda")
+        optimizer = build_optimizer(model, t, fused=device.type == "cuda")
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
         if resume is not None:
             load_state_dict(model, resume["model"], source=str(ckpt_path))
@@ -247,7 +253,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         def run_eval(iteration: int) -> dict[str, Any]:
             sync_buffers(raw_model, env.ddp)  # every rank evaluates rank 0's BatchNorm statistics
             metrics = evaluate(raw_model, val_loader, cfg, device=device, class_names=class_names,
-                               amp_dtype=amp_dtype)
+                               amp_dtype=amp_dtype, memory_format=memory_format)
             if master:
                 log.info("iteration %d: %s", iteration, format_metrics(metrics, top=0))
                 tracker.log({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}, step=iteration)
@@ -261,21 +267,23 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             return metrics
 
         # -------------------------------------------------------------------------------------- training loop
-        log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s",
+        n_sync_bn = sum(isinstance(m, nn.SyncBatchNorm) for m in raw_model.modules())
+        log.info("%s: %s, %.2fM params, %d x %d x %d (world x accum x micro) = batch %d, %d iterations on %s%s%s%s%s",
                  run_name, cfg.model.name, n_params / 1e6, world, t.accum_steps, micro, t.batch_size, t.iters,
-                 device, f" ({amp_dtype})" if amp_dtype else "")
-        from tqdm import tqdm
+                 device, f" ({amp_dtype})" if amp_dtype else "", ", channels_last" if channels_last else "",
+                 f", DDP over {dist.get_backend()}" if env.ddp else "",
+                 f", {n_sync_bn} SyncBatchNorm layers" if n_sync_bn else "")
+        from lemore.progress import progress  # a widget in Jupyter, a line every 30 s in a log file
 
-        pbar = tqdm(total=t.iters, initial=start_iter, disable=not master, dynamic_ncols=True, desc=run_name,
-                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        pbar = progress(total=t.iters, initial=start_iter, disable=not master, desc=run_name)
         model.train()
         it = start_iter
         loss_window: list[float] = []
         t_last, it_last = time.perf_counter(), it
         while it < t.iters:
             lr = lr_at(it, t)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group in optimizer.param_groups:  # the head's groups: lr_mult = train.head_lr_mult
+                group["lr"] = lr_at(it, t, group.get("lr_mult", 1.0))
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(t.accum_steps):
                 images, masks = next(batches)
@@ -341,6 +349,22 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
     return run_dir
 
 
+# ------------------------------------------------------------------------------------------------ device
+#: Model families (registry name up to the first "_") that train in channels_last on CPU as well as on CUDA, and
+#: up to how many classes. ``python benchmarks/train_throughput.py --channels-last-ab`` (batch 8, 128x128, one
+#: thread; results/benchmarks/channels_last_cpu.md): a training step of the ten LeMoRe variants is 1.40-1.65x faster
+#: in channels_last with 8 classes (the synthetic recipe), 1.38-1.46x with 19, 1.20-1.31x with 60 and 0.95-1.00x
+#: with 150 (the loss on channels_last logits is slow on CPU and grows with the classes); LR-ASPP is at 0.93-1.07x
+#: and SegFormer-B0 at 0.98-1.01x, no gain: both stay NCHW. Families not measured stay NCHW on CPU.
+CPU_CHANNELS_LAST = {"lemore": 100}
+
+
+def cpu_channels_last(model_name: str, num_classes: int) -> bool:
+    """Whether ``model_name`` with ``num_classes`` logits trains in channels_last on CPU (with
+    ``train.channels_last`` on): a fixed table from measurements, so the choice never depends on timing at start."""
+    return num_classes <= CPU_CHANNELS_LAST.get(model_name.split("_", 1)[0], 0)
+
+
 # ------------------------------------------------------------------------------------------ loss and schedule
 def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Pixel cross-entropy, ignore index 255, mean over all pixels (MMSegmentation's ``avg_non_ignore=False``).
@@ -350,33 +374,64 @@ def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none").mean()
 
 
-def lr_at(it: int, t: TrainCfg) -> float:
-    """Learning rate of iteration ``it`` (0-based): poly decay, scaled by a linear warm-up.
+def lr_at(it: int, t: TrainCfg, mult: float = 1.0) -> float:
+    """Learning rate of iteration ``it`` (0-based) for a parameter group whose base lr is ``mult x train.lr``.
 
     mmcv's ``PolyLrUpdaterHook(power, min_lr, warmup="linear", warmup_iters, warmup_ratio)`` as SegFormer uses it:
-    ``poly = (lr - min_lr) * (1 - it / iters) ** power + min_lr``; during warm-up it is multiplied by
-    ``1 - (1 - it / warmup_iters) * (1 - warmup_ratio)``, i.e. it rises linearly from ``warmup_ratio * poly``.
+    ``poly = (base - min_lr) * (1 - it / iters) ** power + min_lr``; during warm-up it is multiplied by
+    ``1 - (1 - it / warmup_iters) * (1 - warmup_ratio)``, i.e. it rises linearly from ``warmup_ratio * poly``. mmcv
+    applies this to each group's own base lr with the same ``min_lr``; with ``min_lr = 0`` (every recipe with a
+    head multiplier) a group's lr is simply ``mult x lr_at(it, t)``.
     """
-    lr = (t.lr - t.min_lr) * (1 - it / t.iters) ** t.poly_power + t.min_lr
+    lr = (t.lr * mult - t.min_lr) * (1 - it / t.iters) ** t.poly_power + t.min_lr
     if it < t.warmup_iters:
         lr *= 1 - (1 - it / t.warmup_iters) * (1 - t.warmup_ratio)
     return lr
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: weight decay on weight matrices / kernels only.
+def param_groups(model: nn.Module, weight_decay: float, *, head_lr_mult: float = 1.0,
+                 norm_bias_decay: bool = False) -> list[dict[str, Any]]:
+    """Optimizer groups: ``[decay, no_decay]``, then ``[head decay, head no_decay]`` when ``head_lr_mult != 1``.
 
-    No decay on biases and normalisation parameters (every tensor with ``ndim <= 1``) nor on names the model
-    returns from ``no_weight_decay()`` (timm's convention) -- SegFormer's ``decay_mult=0`` for norms and position
-    embeddings. LeMoRe's frontal/lateral view matrices are learned mixing weights like a 1x1 conv and decay.
+    Default (LeMoRe's recipe): no decay on biases and normalisation parameters (every tensor with ``ndim <= 1``) nor
+    on names the model returns from ``no_weight_decay()`` (timm's convention). LeMoRe's frontal/lateral view
+    matrices are learned mixing weights like a 1x1 conv and decay.
+
+    ``norm_bias_decay=True`` is mmcv's ``DefaultOptimizerConstructor`` with only ``custom_keys`` (the peers'
+    official configs): every parameter decays except those the custom keys match, which each model lists in
+    ``no_weight_decay()`` (e.g. SeaFormer's ``pos_emb``, SegFormer's MiT ``norm`` layers). The official ``'norm'``
+    key matches no BatchNorm of TopFormer / SeaFormer / LR-ASPP (mmcv names them ``bn``), so those decay too.
+
+    ``head_lr_mult``: the official ``'head': lr_mult=10`` on the parameters under the model's ``head_prefixes``
+    (mmseg's ``decode_head.*``); each group carries its ``lr_mult`` for :func:`lr_at`. With the default 1 the groups
+    are exactly LeMoRe's two, so checkpoints written before the multiplier existed resume unchanged.
     """
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    heads = tuple(getattr(model, "head_prefixes", ()))
+    if head_lr_mult != 1.0 and not heads:
+        raise ConfigValueError(f"train.head_lr_mult={head_lr_mult} but {type(model).__name__} declares no head "
+                               "(head_prefixes); use train.head_lr_mult=1")
+    groups = {(1.0, True): [], (1.0, False): []}
+    if head_lr_mult != 1.0:
+        groups.update({(head_lr_mult, True): [], (head_lr_mult, False): []})
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = name not in skip and (norm_bias_decay or p.ndim > 1)
+        mult = head_lr_mult if heads and name.startswith(heads) else 1.0
+        groups[mult, decay].append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr_mult": mult}
+            for (mult, decay), ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, t: TrainCfg, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW (betas) or SGD (momentum) over :func:`param_groups`, as ``train.optimizer`` says."""
+    groups = param_groups(model, t.weight_decay, head_lr_mult=t.head_lr_mult, norm_bias_decay=t.norm_bias_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, fused=fused)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=fused)
+    raise ConfigValueError(f"train.optimizer={t.optimizer!r}; choose from ['adamw', 'sgd']")
 
 
 def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
@@ -406,8 +461,13 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> dict[s
 
 def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path,
                     allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
-    """Refuse to resume ``path`` with a config that would compute something else (``allowed`` keys may differ)."""
+    """Refuse to resume ``path`` with a config that would compute something else (``allowed`` keys may differ).
+
+    Keys the saved config predates (``lemore.config.ADDED_KEYS``) count with the value that reproduces what the run
+    did without them, so runs saved before those keys existed resume when nothing else changed."""
     a, b = _flatten(_plain(saved)), _flatten(_plain(current))
+    if a:  # (only keys the current config has: pretraining's config is another dataclass)
+        a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in allowed)
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])

@@ -6,9 +6,10 @@ every registered model after training-mode forwards have made the BatchNorm stat
 
 What it does, and why each step pays on CPU (``results/benchmarks/latency.md`` has the measurements):
 
-- **Every model** (LeMoRe, LR-ASPP MobileNetV3, SegFormer-B0): BatchNorm that follows a convolution is folded
-  into the convolution (``torch.nn.utils.fusion.fuse_conv_bn_eval``), for ``nn.Sequential(conv, bn[, act])``
-  (LeMoRe's ``ConvBN``, torchvision's ``Conv2dNormActivation``) and SegFormer's ``linear_fuse``/``batch_norm``
+- **Every model** (LeMoRe, LR-ASPP MobileNetV3 and its reduced tail, SegFormer-B0, TopFormer-T, SeaFormer-T):
+  BatchNorm that follows a convolution is folded into the convolution (``torch.nn.utils.fusion.fuse_conv_bn_eval``),
+  for ``nn.Sequential(conv, bn[, act])`` (LeMoRe's ``ConvBN``, which TopFormer-T and SeaFormer-T use for every
+  conv + BN, torchvision's ``Conv2dNormActivation``) and SegFormer's ``linear_fuse``/``batch_norm``
   pair; the activation right after a folded convolution runs in place. In eager PyTorch a BatchNorm is a
   full read and write of its input: at LeMoRe's 1/2 and 1/4 scales these passes cost as much as the convs.
   1x1 convolutions on large channels_last maps run oneDNN (:class:`PointwiseConv2d`). This is all the

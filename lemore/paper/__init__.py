@@ -2,6 +2,10 @@
 
 These are the *paper's* values, used only in columns labelled as the paper's and as the budget the
 reimplementation is checked against. Nothing in the project writes to them.
+
+``peers_ade20k.csv`` holds what LeMoRe's closest relatives published about themselves (TopFormer-T, SeaFormer-T:
+ADE20K val, 512x512, single scale, 160k iterations, batch 16), each row with its source; they appear only in
+columns labelled with that source (Table 1's "beyond the paper" block, :mod:`lemore.tables`).
 """
 
 from __future__ import annotations
@@ -25,4 +29,14 @@ def load_table(name: str) -> pd.DataFrame:
     if name not in TABLES:
         raise ValueError(f"unknown paper table {name!r}; choose from {sorted(TABLES)}")
     with resources.files(__package__).joinpath(f"{name}.csv").open() as f:
+        return pd.read_csv(f)
+
+
+#: The published figures of LeMoRe's peers that the paper's Table 1 leaves out (see the module docstring).
+PEERS = "peers_ade20k"
+
+
+def load_peers() -> pd.DataFrame:
+    """``peers_ade20k.csv``: model, encoder, registry (our model), miou, gflops, params_m, short_source, source."""
+    with resources.files(__package__).joinpath(f"{PEERS}.csv").open() as f:
         return pd.read_csv(f)

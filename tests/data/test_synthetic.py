@@ -126,3 +126,17 @@ def test_build_dataset_generates_under_the_resolved_root_on_first_use(tmp_path, 
     ds = build_dataset(cfg, "train")
     assert ds.root == tmp_path / "synthetic" and is_complete(tmp_path / "synthetic")
     assert len(ds) == 400 and len(build_dataset(cfg, "val")) == 100
+
+
+def test_size_range_draws_larger_scenes_and_leaves_the_default_alone(tmp_path, synthetic_root):
+    explicit = generate(tmp_path / "explicit", num_train=3, num_val=1, seed=0, size_range=(160, 256))
+    default = _files(synthetic_root)
+    assert all(data == default[name] for name, data in _files(explicit).items() if name != META_FILE)
+    assert "size_range" not in json.loads((explicit / META_FILE).read_text())  # the default's metadata as before
+    large = generate(tmp_path / "large", num_train=2, num_val=1, seed=0, size_range=(512, 683))
+    assert json.loads((large / META_FILE).read_text())["size_range"] == [512, 683]
+    for path in (large / "annotations").rglob("*.png"):
+        h, w = read_label(path).shape
+        assert 512 <= min(h, w) and max(h, w) <= 683
+    with pytest.raises(ValueError, match=r"size_range=\(32, 16\)"):
+        generate(tmp_path / "bad", num_train=1, num_val=1, size_range=(32, 16))

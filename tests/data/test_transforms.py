@@ -166,6 +166,15 @@ def test_eval_pipeline_resizes_image_only():
         eval_transform(replace(cfg, eval_mode="tiles"))
 
 
+def test_eval_size_divisor_rounds_the_resized_image_up():
+    """TopFormer / SeaFormer ResizeToMultiple(32), SegFormer AlignedResize(size_divisor=32): (64, 87) -> (64, 96)."""
+    cfg = replace(recipe("ade20k").data, scale=(128, 64), eval_size_divisor=32)
+    image, mask = tv_tensors.Image(torch.zeros(3, 96, 130, dtype=torch.uint8)), tv_tensors.Mask(torch.zeros(96, 130))
+    out_image, out_mask = eval_transform(cfg)(image, mask)
+    assert out_image.shape == (3, 64, 96) and out_mask.shape == (96, 130)
+    assert recipe("ade20k", "topformer_t").data.eval_size_divisor == 32 and recipe("ade20k").data.eval_size_divisor == 0
+
+
 # ------------------------------------------------------------------------------------------------- cropping
 def _balanced(mask: torch.Tensor, ratio: float = 0.75) -> bool:
     counts = torch.bincount(mask.flatten().long(), minlength=256)

@@ -241,3 +241,60 @@ def test_offline_wandb_run_of_a_training(tiny_cfg, monkeypatch):
     assert [r["_step"] for r in run["history"] if "val/miou" in r] == [1, 2]
     assert run["summary"]["final/miou"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())
                                                          ["metrics"]["miou"])
+
+
+# ------------------------------------------------------------------------------------ peers' recipes (issue 11)
+def test_param_groups_follow_mmcv_paramwise_cfg_for_the_peers():
+    """SeaFormer's official rule: head lr x10; decay on everything (BatchNorms and biases too) but pos_emb."""
+    model = lemore.create_model("seaformer_t", num_classes=8)
+    groups = T.param_groups(model, 0.01, head_lr_mult=10.0, norm_bias_decay=True)
+    assert [(g["lr_mult"], g["weight_decay"]) for g in groups] == [(1.0, 0.01), (1.0, 0.0), (10.0, 0.01), (10.0, 0.0)]
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_group = [{names[id(p)] for p in g["params"]} for g in groups]
+    assert in_group[1] == {n for n, _ in model.named_parameters() if n.endswith("pos_embed")}
+    assert in_group[2] | in_group[3] == {n for n, _ in model.named_parameters() if n.startswith("head.")}
+    bn = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.startswith("backbone"))
+    assert f"{bn}.weight" in in_group[0] and "head.classifier.bias" in in_group[2]
+    assert sum(len(g) for g in in_group) == len(list(model.parameters()))
+    # the default (LeMoRe's rule) is unchanged: two groups, 1-D tensors exempt
+    assert len(T.param_groups(model, 0.01)) == 2
+    with pytest.raises(ValueError, match="declares no head"):
+        T.param_groups(torch.nn.Conv2d(1, 1, 1), 0.01, head_lr_mult=10.0)
+
+
+def test_lr_of_a_group_with_a_multiplier_is_mmcv_per_group_poly():
+    t = TrainCfg(iters=1000, lr=1e-3, warmup_iters=100, warmup_ratio=1e-6, poly_power=1.0, min_lr=0.0)
+    for it in (0, 50, 100, 550, 999):
+        assert T.lr_at(it, t, 10.0) == pytest.approx(10 * T.lr_at(it, t))
+    t = TrainCfg(iters=1000, lr=0.01, warmup_iters=0, poly_power=0.9, min_lr=1e-4)  # mmseg's SGD schedule
+    assert T.lr_at(500, t) == pytest.approx((0.01 - 1e-4) * 0.5**0.9 + 1e-4)
+    assert T.lr_at(500, t, 2.0) == pytest.approx((0.02 - 1e-4) * 0.5**0.9 + 1e-4)
+
+
+def test_a_peer_trains_with_its_head_multiplier_and_sgd(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(**{"model.name": "topformer_t", "train.head_lr_mult": 10.0, "train.norm_bias_decay": True,
+                      "train.iters": 2, "train.ckpt_interval": 1})
+    run = T.train(cfg, run_dir=tmp_path / "tf")
+    groups = load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]
+    assert len(groups) == 4 and groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] > 0
+    assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
+
+    sgd = tiny_cfg(**{"model.name": "lraspp_mobilenet_v3_large_reduced", "train.optimizer": "sgd", "train.iters": 1})
+    run = T.train(sgd, run_dir=tmp_path / "sgd")
+    groups = load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]
+    assert groups[0]["momentum"] == 0.9 and "betas" not in groups[0]
+
+
+def test_a_checkpoint_saved_before_the_new_keys_resumes(tmp_path):
+    """check_resumable: keys a saved config predates count with their ADDED_KEYS value; a real change is refused."""
+    from lemore.config import ADDED_KEYS, recipe
+
+    current = recipe("synthetic").to_dict()
+    old = recipe("synthetic").to_dict()
+    for key in ADDED_KEYS:
+        section, name = key.split(".")
+        del old[section][name]
+    T.check_resumable(old, current, tmp_path / "last.pt")
+    current["train"]["head_lr_mult"] = 10.0
+    with pytest.raises(ValueError, match="train.head_lr_mult: 1.0 -> 10.0"):
+        T.check_resumable(old, current, tmp_path / "last.pt")
