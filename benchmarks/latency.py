@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed runs of models over 4x slower than LR-ASPP (SegFormer-B0), spread over the repetitions")
     p.add_argument("--backends", nargs="+", choices=["ort", "eager"], default=["ort", "eager"])
     p.add_argument("--threads", nargs="+", default=["1", "all"], help="thread counts: integers or 'all'")
-    p.add_argument("--outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels", "resized"],
+    p.add_argument("--outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels", "output"],
                    help="what is timed: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()))
     p.add_argument("--models", nargs="+", default=None, metavar="NAME=HxW",
                    help="override the model list, e.g. lemore=512x512 lraspp_mobilenet_v3_large=512x512 "

@@ -106,12 +106,12 @@ def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], *, op
 
 
 def export_heads(model: nn.Module, folder: str | Path, size: tuple[int, int], *,
-                 heads=("logits", "labels", "resized"), opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                 heads=("logits", "labels", "output"), opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
                  names: dict[str, str] | None = None) -> dict[str, Path]:
     """Export the network once and attach output heads; returns ``{head: path}``.
 
     ``logits``: the decoder-stride logits (``forward_logits``); ``labels``: (1, H, W) int64 label map
-    (:class:`LabelHead`); ``resized``: (1, K, H, W) logits at the input size (:class:`ResizeHead`, the models'
+    (:class:`LabelHead`); ``output``: (1, K, H, W) logits at the input size (:class:`ResizeHead`, the models'
     own final resize, so the same graph as exporting ``model`` itself). The heads are traced on their own, with
     logits of the network's shape, and joined to the network graph with ``onnx.compose`` (tracing the network
     once instead of once per head).
@@ -119,9 +119,9 @@ def export_heads(model: nn.Module, folder: str | Path, size: tuple[int, int], *,
     import onnx
 
     _check_export_args(opset, exporter)
-    bad = sorted(set(heads) - {"logits", "labels", "resized"})
+    bad = sorted(set(heads) - {"logits", "labels", "output"})
     if bad:
-        raise ValueError(f"unknown head(s) {bad}; choose from ['logits', 'labels', 'resized']")
+        raise ValueError(f"unknown head(s) {bad}; choose from ['logits', 'labels', 'output']")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _check_view_size(model, size)

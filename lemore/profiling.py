@@ -265,12 +265,13 @@ COMPARE_MODELS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("topformer_t", (512, 512)), ("seaformer_t", (512, 512)), ("lraspp_mobilenet_v3_large_reduced", (512, 512)),
 )
 COMPARE_REFERENCE = "lraspp_mobilenet_v3_large"  # the ratios' denominator, as in the paper's claim
-#: What is timed. ``labels`` and ``resized`` include the network.
+#: What is timed. ``labels`` and ``output`` include the network; ``output`` is what earlier runs called it
+#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads it).
 OUTPUTS = {
     "logits": "network only: forward_logits, the logits at the decoder stride (1/8; SegFormer 1/4)",
     "labels": "end to end: the (H, W) int64 label map, lemore.predict in eager, the --labels export in ORT "
               "(argmax of the upsampled logits without upsampling them, lemore.labels)",
-    "resized": "the models' forward: the 150 logits resized to the input size (a 157 MB float output, no argmax)",
+    "output": "the models' forward: the 150 logits resized to the input size (a 157 MB float output, no argmax)",
 }
 #: The issue's goals (ONNX Runtime, 1 thread): LeMoRe / LR-ASPP network only, LeMoRe's end-to-end labels / its
 #: network only, LeMoRe / LR-ASPP end to end.
@@ -474,7 +475,7 @@ def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "ea
                 if backend == "eager":
                     m = p["eager"]
                     x = p["inputs"][p["eager_layout"]]
-                    fn = {"logits": m.forward_logits, "labels": lambda x, m=m: predict(m, x), "resized": m}[what]
+                    fn = {"logits": m.forward_logits, "labels": lambda x, m=m: predict(m, x), "output": m}[what]
                     cases[name, "fused"] = (lambda fn=fn, x=x: fn(x))
                     if reference and what == "logits":
                         ref = p["eager_reference"]
@@ -607,7 +608,7 @@ def compare_protocol(runs, warmup, slow_runs, backends, threads, outputs, num_cl
 
 _OUTPUT_TITLES = {"logits": "Network only (forward_logits, logits at the decoder stride)",
                   "labels": "End to end: label map at 512x512 (lemore.predict / the --labels export)",
-                  "resized": "The models' forward: 150 logits resized to 512x512 (no argmax)"}
+                  "output": "The models' forward: 150 logits resized to 512x512 (no argmax)"}
 
 
 def compare_to_markdown(result: dict) -> str:

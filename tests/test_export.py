@@ -115,11 +115,11 @@ def test_latency_comparison_runs_every_case_and_states_its_protocol():
 
     models = (("lemore_t", (64, 64)), ("lraspp_mobilenet_v3_large", (64, 64)))
     result = compare_latency(models, num_classes=3, backends=("ort", "eager"), threads=(1,), runs=2, warmup=1,
-                             outputs=("logits", "labels", "resized"), reference=True, log=lambda msg: None)
+                             outputs=("logits", "labels", "output"), reference=True, log=lambda msg: None)
     cases = {(r["backend"], r["output"], r["model"], r["variant"]) for r in result["results"]}
     for name, _ in models:
         for backend in ("ort", "eager"):
-            assert {(backend, o, name, "fused") for o in ("logits", "labels", "resized")} <= cases
+            assert {(backend, o, name, "fused") for o in ("logits", "labels", "output")} <= cases
             assert (backend, "logits", name, "reference") in cases
     assert all(r["median_ms"] > 0 and r["p10_ms"] <= r["p90_ms"] and r["runs"] == 2 for r in result["results"])
     assert {r["layout"] for r in result["results"] if r["backend"] == "eager"} <= {"nchw", "cl"}
