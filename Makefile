@@ -41,7 +41,7 @@ demo: setup
 
 # LeMoRe against its peers on this machine, interleaved in one process: network only and end-to-end label maps,
 # ONNX Runtime and eager PyTorch, 1 thread and all cores; rewrites results/benchmarks/latency.{json,md}, which name
-# the machine. About 3 minutes on 2 cores (exports included). BENCH_ARGS for options, e.g. BENCH_ARGS="--runs 5"
+# the machine. About 4 minutes on 2 cores (exports included). BENCH_ARGS for options, e.g. BENCH_ARGS="--runs 5"
 # (`python benchmarks/latency.py --help`). PYTHONPATH: this checkout's package even with another checkout's venv.
 bench: setup
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/latency.py $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """Latency of LeMoRe against its peers on this machine's CPU, side by side (issues 6 and 13).
 
-    make bench                                      # this, as set up by the Makefile: ~3 min on 2 cores
+    make bench                                      # this, as set up by the Makefile: ~4 min on 2 cores
     python benchmarks/latency.py                    # the same
     python benchmarks/latency.py --runs 5           # quick look
     python benchmarks/latency.py --outputs logits labels --reference   # without the 150-channel resize,
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", nargs="+", default=["1", "all"], help="thread counts: integers or 'all'")
     p.add_argument("--outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels", "output"],
                    help="what is timed: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()))
+    p.add_argument("--multi-runs", type=int, default=None,
+                   help="timed repetitions with more than one thread (default: half of --runs, at least 5)")
+    p.add_argument("--multi-outputs", nargs="+", choices=list(OUTPUTS), default=["logits", "labels"],
+                   help="outputs timed with more than one thread")
     p.add_argument("--models", nargs="+", default=None, metavar="NAME=HxW",
                    help="override the model list, e.g. lemore=512x512 lraspp_mobilenet_v3_large=512x512 "
                         "(must include lraspp_mobilenet_v3_large, the ratios' denominator); default: "
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = compare_latency(models, backends=tuple(args.backends), threads=threads, outputs=tuple(args.outputs),
                                  runs=args.runs, warmup=args.warmup, slow_runs=args.slow_runs,
+                                 multi_runs=args.multi_runs, multi_outputs=tuple(args.multi_outputs),
                                  reference=args.reference, ort_spinning=args.ort_spinning,
                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except ValueError as e:

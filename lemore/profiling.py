@@ -421,15 +421,17 @@ def _prepare(name: str, size, num_classes: int, backends, outputs, reference: bo
 
 def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "eager"), threads=(1, None),
                     outputs=("logits", "labels"), runs: int = 15, warmup: int = 2, slow_runs: int | None = 5,
-                    reference: bool = False, ort_spinning: bool = False, workdir: str | os.PathLike | None = None,
-                    log=print) -> dict:
+                    multi_runs: int | None = None, multi_outputs=("logits", "labels"), reference: bool = False,
+                    ort_spinning: bool = False, workdir: str | os.PathLike | None = None, log=print) -> dict:
     """LeMoRe against its peers in one process, interleaved; see ``benchmarks/latency.py``.
 
     For every backend (``eager``: PyTorch; ``ort``: ONNX Runtime CPU, graph optimisation ORT_ENABLE_ALL), thread
     count (``None``: all cores) and output (:data:`OUTPUTS`), every model runs round-robin in its fastest form:
     ``fuse_for_inference`` (eager: in the faster of NCHW and channels_last; ORT: its export). ``reference``
-    adds the models as built (unfused, NCHW; their export) for ``logits``. Building, exporting and counting
-    FLOPs run with one thread (all threads on a loaded 2-core machine made exports 4-6x slower).
+    adds the models as built (unfused, NCHW; their export) for ``logits``. Settings with more than one thread
+    time only ``multi_outputs`` (of ``outputs``) with ``multi_runs`` runs (default: half of ``runs``, at least 5):
+    on a shared machine they take the longest and say the least. Building, exporting and counting FLOPs run
+    with one thread (all threads on a loaded 2-core machine made exports 4-6x slower).
     Returns ``{"protocol", "gflops", "cells", "results": [rows], "summary", "headline"}``.
     """
     import tempfile
@@ -463,12 +465,16 @@ def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "ea
         torch.set_num_threads(prev)
 
     settings = [(b, th or all_threads) for b in backends for th in threads]
+    multi_runs = multi_runs or min(runs, max(5, runs // 2))
+    plan = {st: (tuple(outputs), runs) if st[1] == 1 else (tuple(o for o in outputs if o in multi_outputs), multi_runs)
+            for st in settings}
     rows = []
-    bar = tqdm(total=len(settings) * len(outputs), desc="timing", unit="setting", leave=False)
+    bar = tqdm(total=sum(len(o) for o, _ in plan.values()), desc="timing", unit="setting", leave=False)
     for backend, n_threads in settings:
         setting = f"{backend}, {n_threads} thread{'s' if n_threads > 1 else ''}"
         sessions = {}
-        for what in outputs:
+        these_outputs, these_runs = plan[backend, n_threads]
+        for what in these_outputs:
             cases = {}
             for name, _ in models:
                 p = prep[name]
@@ -488,11 +494,11 @@ def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "ea
                         sess = sessions.setdefault(path, ort_session(path, threads=n_threads, spinning=ort_spinning))
                         feed = {sess.get_inputs()[0].name: p["inputs"]["np"]}
                         cases[name, variant] = (lambda s=sess, f=feed: s.run(None, f))
-            log(f"timing {setting}, {what}: {len(cases)} cases x {runs} runs")
+            log(f"timing {setting}, {what}: {len(cases)} cases x {these_runs} runs")
             torch.set_num_threads(n_threads)
             try:
                 with torch.inference_mode():
-                    timed = _interleaved(cases, runs, warmup, slow_runs=slow_runs,
+                    timed = _interleaved(cases, these_runs, warmup, slow_runs=slow_runs,
                                          reference=(COMPARE_REFERENCE, "fused"))
             finally:
                 torch.set_num_threads(prev)
@@ -508,6 +514,10 @@ def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "ea
         tmp.cleanup()
     summary = summarize_comparison(rows)
     protocol = compare_protocol(runs, warmup, slow_runs, backends, threads, outputs, num_classes, ort_spinning)
+    if any(t > 1 for _, t in settings):
+        protocol["more_threads"] = (f"settings with more than one thread: outputs "
+                                    f"{list(next(plan[st][0] for st in settings if st[1] > 1))}, "
+                                    f"{multi_runs} timed runs per case")
     protocol["load_average_start"] = load_start
     result = {"protocol": protocol,
               "gflops": {n: prep[n]["gflops"] for n in names}, "cells": {n: prep[n]["cells"] for n in names},
