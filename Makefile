@@ -1,6 +1,7 @@
-# Two entry points on a fresh machine with only Python >= 3.11:
+# Entry points on a fresh machine with only Python >= 3.11:
 #   make demo   creates .venv, installs, and runs the study on the embedded synthetic dataset
 #   make test   same set-up, then the test suite (the `slow` marker is left to `make test-all`)
+#   make bench  same set-up, then the latency benchmark on this machine's CPU (results/benchmarks/latency.*)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -8,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export WANDB_SILENT := true
 
-.PHONY: setup test test-all demo profile gpu-check clean
+.PHONY: setup test test-all demo bench profile gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,13 @@ demo: setup
 	@start=$$(date +%s); \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/dvc repro dvc.yaml && \
 	$(PY) -m lemore.summary --elapsed $$(( $$(date +%s) - start ))
+
+# LeMoRe against its peers on this machine, interleaved in one process: network only and end-to-end label maps,
+# ONNX Runtime and eager PyTorch, 1 thread and all cores; rewrites results/benchmarks/latency.{json,md}, which name
+# the machine. About 4 minutes on 2 cores (exports included). BENCH_ARGS for options, e.g. BENCH_ARGS="--runs 5"
+# (`python benchmarks/latency.py --help`). PYTHONPATH: this checkout's package even with another checkout's venv.
+bench: setup
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/latency.py $(BENCH_ARGS)
 
 # One CUDA GPU, at most 8 minutes: the engine's GPU paths measured (AMP, channels_last, NCCL + SyncBatchNorm,
 # GPU vs CPU evaluation, latency, data loading) -> results/benchmarks/gpu.{json,md}. Where the environment is

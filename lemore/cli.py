@@ -1,4 +1,4 @@
-"""Command line: ``python -m lemore {profile,data,train,eval,pretrain,export} ...``.
+"""Command line: ``python -m lemore {profile,data,train,eval,pretrain,export,predict} ...``.
 
 Each sub-command lives in the module that does the work; that module defines
 ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported only when their command
@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": ("lemore.engine.evaluate", "evaluate a checkpoint: aAcc, mIoU, mAcc, per-class IoU"),
     "pretrain": ("lemore.engine.pretrain", "ImageNet-1K pretraining of the LeMoRe classifier"),
     "export": ("lemore.export", "export a model to ONNX"),
+    "predict": ("lemore.labels", "label maps (PNG) of images from a trained checkpoint"),
 }
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lemore.registry import create_model, list_models
 
@@ -45,6 +46,30 @@ class LogitsOnly(nn.Module):
         return self.model.forward_logits(x)
 
 
+class LabelHead(nn.Module):
+    """Logits at the decoder stride -> the label map at ``size`` (:func:`lemore.labels.upsampled_argmax`)."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, logits):  # (1, K, h, w) -> (1, H, W) int64
+        from lemore.labels import upsampled_argmax
+
+        return upsampled_argmax(logits, self.size)
+
+
+class ResizeHead(nn.Module):
+    """Logits at the decoder stride -> logits at ``size``: the models' own final bilinear resize."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, logits):  # (1, K, h, w) -> (1, K, H, W)
+        return F.interpolate(logits, self.size, mode="bilinear", align_corners=False)
+
+
 def build_model(name: str, num_classes: int, size: tuple[int, int], *, fuse: bool = False, **overrides) -> nn.Module:
     """A registered model in eval mode; LeMoRe models are built for ``size`` (their view matrices)."""
     if name.startswith("lemore") and "img_size" not in overrides:
@@ -58,34 +83,106 @@ def build_model(name: str, num_classes: int, size: tuple[int, int], *, fuse: boo
 
 
 def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int], *, opset: int = DEFAULT_OPSET,
-                exporter: str = "torchscript", logits: bool = False) -> Path:
+                exporter: str = "torchscript", logits: bool = False, labels: bool = False) -> Path:
     """Export ``model`` (eval mode, batch 1, ``size`` = (H, W)) to ``path``; returns the path.
 
     The input is named ``image`` (1, 3, H, W) and the output ``logits``: (1, K, H, W), or the decoder-stride
-    logits with ``logits=True``.
+    logits with ``logits=True``; with ``labels=True`` the output is ``labels``, (1, H, W) int64, the argmax of
+    the upsampled logits computed without upsampling them (:mod:`lemore.labels`; exact but at float ties): the
+    network's logits graph with :class:`LabelHead`'s graph attached (:func:`export_heads`).
     """
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter {exporter!r}; choose from {EXPORTERS}")
-    if opset < 17:
-        raise ValueError(f"opset {opset}: use 17 or newer")
+    if logits and labels:
+        raise ValueError("export either logits=True (decoder-stride logits) or labels=True (label map), not both")
+    if labels:
+        return export_heads(model, Path(path).parent, size, heads=("labels",), opset=opset, exporter=exporter,
+                            names={"labels": Path(path).name})["labels"]
+    _check_export_args(opset, exporter)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_view_size(model, size)
     module = LogitsOnly(model) if logits else model
-    module.eval()
+    _export_module(module.eval(), torch.randn(1, 3, *size), path, "image", "logits", opset, exporter)
+    return path
+
+
+def export_heads(model: nn.Module, folder: str | Path, size: tuple[int, int], *,
+                 heads=("logits", "labels", "output"), opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                 names: dict[str, str] | None = None) -> dict[str, Path]:
+    """Export the network once and attach output heads; returns ``{head: path}``.
+
+    ``logits``: the decoder-stride logits (``forward_logits``); ``labels``: (1, H, W) int64 label map
+    (:class:`LabelHead`); ``output``: (1, K, H, W) logits at the input size (:class:`ResizeHead`, the models'
+    own final resize, so the same graph as exporting ``model`` itself). The heads are traced on their own, with
+    logits of the network's shape, and joined to the network graph with ``onnx.compose`` (tracing the network
+    once instead of once per head).
+    """
+    import onnx
+
+    _check_export_args(opset, exporter)
+    bad = sorted(set(heads) - {"logits", "labels", "output"})
+    if bad:
+        raise ValueError(f"unknown head(s) {bad}; choose from ['logits', 'labels', 'output']")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_view_size(model, size)
+    names = {h: f"{type(model).__name__.lower()}_{h}.onnx" for h in heads} | (names or {})
     x = torch.randn(1, 3, *size)
+    net_path = folder / names.get("logits", f".{type(model).__name__.lower()}_logits.tmp.onnx")
+    k, h, w = _export_module(LogitsOnly(model).eval(), x, net_path, "image", "logits", opset, exporter).shape[1:]
+    out = {"logits": net_path} if "logits" in heads else {}
+    net = onnx.load(str(net_path))
+    _rename_output(net, "logits", "decoder_logits")  # the head's output takes the public name
+    for head in [h_ for h_ in heads if h_ != "logits"]:
+        head_path = folder / f".{head}_head.tmp.onnx"
+        # example logits: smooth regions with a margin (a few mixed cells), so that tracing is quick
+        example = F.interpolate(torch.randn(1, k, 3, 3) * 4, size=(h, w), mode="bilinear", align_corners=False)
+        module = LabelHead(size) if head == "labels" else ResizeHead(size)
+        _export_module(module, example, head_path, "logits", "labels" if head == "labels" else "logits", opset,
+                       "torchscript")  # the head's data-dependent shapes: TorchScript tracing handles them
+        head_model = onnx.load(str(head_path))
+        head_path.unlink()
+        head_model.ir_version = net.ir_version
+        head_model = onnx.compose.add_prefix(head_model, "head/")  # no name shared with the network graph
+        merged = onnx.compose.merge_models(net, head_model, io_map=[("decoder_logits", head_model.graph.input[0].name)])
+        _rename_output(merged, merged.graph.output[0].name, "labels" if head == "labels" else "logits")
+        out[head] = folder / names[head]
+        onnx.save(merged, str(out[head]))
+    if "logits" not in heads:
+        net_path.unlink()
+    return out
+
+
+def _rename_output(model, old: str, new: str) -> None:
+    for node in model.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for o in model.graph.output:
+        if o.name == old:
+            o.name = new
+
+
+def _check_export_args(opset: int, exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter {exporter!r}; choose from {EXPORTERS}")
+    if opset < 17:
+        raise ValueError(f"opset {opset}: use 17 or newer")
+
+
+def _export_module(module: nn.Module, x: torch.Tensor, path: Path, in_name: str, out_name: str, opset: int,
+                   exporter: str) -> torch.Tensor:
+    """Export ``module`` traced on ``x``; returns its eager output."""
     with torch.no_grad():
-        module(x)  # fills the fused model's caches of resampled view matrices: constants in the graph
+        out = module(x)  # fills the fused model's caches of resampled view matrices: constants in the graph
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic; the TorchScript deprecation note
         if exporter == "torchscript":
             torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=["logits"], do_constant_folding=True)
+                              input_names=[in_name], output_names=[out_name], do_constant_folding=True)
         else:
             program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,
-                                        input_names=["image"], output_names=["logits"], verbose=False)
+                                        input_names=[in_name], output_names=[out_name], verbose=False)
             program.save(str(path), external_data=False)
-    return path
+    return out
 
 
 def _check_view_size(model: nn.Module, size: tuple[int, int]) -> None:
@@ -125,6 +222,10 @@ def ort_session(path: str | Path, *, threads: int | None = None, opt_level: str 
     if threads:
         so.intra_op_num_threads = threads
     so.enable_profiling = profile
+    if profile:  # end_profiling() returns the JSON's path; not the working directory
+        import tempfile
+
+        so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "lemore_ort_profile")
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
@@ -147,6 +248,18 @@ def max_abs_diff(model: nn.Module, path: str | Path, x: torch.Tensor, *, logits:
     return float(np.abs(out - ref).max())
 
 
+def label_agreement(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
+    """Fraction of pixels where a ``labels`` export run in ORT equals PyTorch's naive upsample-then-argmax."""
+    from lemore.labels import naive_labels
+
+    with torch.no_grad():
+        ref = naive_labels(model.forward_logits(x), x.shape[-2:]).numpy()
+    out = run_onnx(ort_session(path, threads=1), x)
+    if out.shape != ref.shape:
+        raise AssertionError(f"ONNX labels shape {out.shape} != PyTorch {ref.shape}")
+    return float((out == ref).mean())
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 def add_cli_arguments(p) -> None:
     p.add_argument("--model", required=True, help=f"registered model: {', '.join(list_models())}")
@@ -155,7 +268,10 @@ def add_cli_arguments(p) -> None:
                    help="input size (default 512 512; 224 224 for lemore_cls)")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--fuse", action="store_true", help="export fuse_for_inference(model) (BN folded etc.)")
-    p.add_argument("--logits", action="store_true", help="export forward_logits (no resize to the input size)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--logits", action="store_true", help="export forward_logits (no resize to the input size)")
+    out.add_argument("--labels", action="store_true",
+                     help="export the label map at the input size, (1, H, W) int64, without upsampling the logits")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript")
     p.add_argument("--check", action="store_true", help="run the export in ONNX Runtime and compare with PyTorch")
@@ -167,14 +283,21 @@ def cli_main(args) -> int:
     cls = args.model == "lemore_cls"
     size = tuple(args.size) if args.size else ((224, 224) if cls else (512, 512))
     k = args.num_classes or (1000 if cls else 150)
-    if args.logits and cls:
-        raise SystemExit("--logits: lemore_cls is a classifier (it has no forward_logits); drop --logits")
+    if (args.logits or args.labels) and cls:
+        flag = "--logits" if args.logits else "--labels"
+        raise SystemExit(f"{flag}: lemore_cls is a classifier (it has no forward_logits); drop {flag}")
     model = build_model(args.model, k, size, fuse=args.fuse)
-    path = export_onnx(model, args.out, size, opset=args.opset, exporter=args.exporter, logits=args.logits)
+    path = export_onnx(model, args.out, size, opset=args.opset, exporter=args.exporter, logits=args.logits,
+                       labels=args.labels)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {args.exporter} exporter)")
     if args.check:
         torch.manual_seed(0)
-        diff = max_abs_diff(model, path, torch.randn(1, 3, *size), logits=args.logits)
+        x = torch.randn(1, 3, *size)
+        if args.labels:
+            same = label_agreement(model, path, x)
+            print(f"ONNX Runtime labels equal to PyTorch's naive argmax on {100 * same:.4f}% of pixels")
+            return 0 if same > 0.9999 else 1
+        diff = max_abs_diff(model, path, x, logits=args.logits)
         print(f"max |ONNX Runtime - PyTorch| = {diff:.2e}")
         if diff > 1e-3:
             print("outputs differ: see tests/test_export.py for the tolerance")

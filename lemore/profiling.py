@@ -213,15 +213,19 @@ def add_cli_arguments(p) -> None:
     p.add_argument("--json", default=None, help="write rows + protocol to this JSON file")
     p.add_argument("--markdown", default=None, help="write the table to this Markdown file")
     p.add_argument("--compare", action="store_true",
-                   help="side-by-side latency of LeMoRe, LeMoRe* (448), SegFormer-B0, LR-ASPP (512), eager and "
-                        "ONNX Runtime, 1 thread and all, interleaved (benchmarks/latency.py has all options)")
+                   help="side-by-side latency of LeMoRe, LeMoRe* (448) and its peers (512), network only and "
+                        "label maps, eager and ONNX Runtime, 1 thread and all, interleaved (benchmarks/latency.py "
+                        "has all options)")
 
 
 def cli_main(args) -> int:
     if args.compare:
         reuse_freed_memory()
-        result = compare_latency(runs=args.latency_runs or 20, warmup=args.warmup,
+        result = compare_latency(runs=args.latency_runs or 15, warmup=min(args.warmup, 2),
                                  threads=(args.threads,) if args.threads else (1, None))
+        result["protocol"]["command"] = "python -m lemore profile --compare " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in (("latency_runs", args.latency_runs), ("threads", args.threads))
+            if v)
         text = compare_to_markdown(result)
         print(text)
         if args.json:
@@ -253,16 +257,31 @@ def cli_main(args) -> int:
 
 
 # ------------------------------------------------------------------ side-by-side latency (``profile --compare``)
-#: Table 1's efficiency comparison: (model, input size). LeMoRe* is Table 1's row at its own 448x448.
+#: Table 1's efficiency comparison and the other peers: (model, input size). LeMoRe* is Table 1's row at its own
+#: 448x448. Peers not registered in this checkout are skipped (:func:`compare_models`).
 COMPARE_MODELS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("lemore", (512, 512)), ("lemore_star", (448, 448)),
     ("segformer_b0", (512, 512)), ("lraspp_mobilenet_v3_large", (512, 512)),
+    ("topformer_t", (512, 512)), ("seaformer_t", (512, 512)), ("lraspp_mobilenet_v3_large_reduced", (512, 512)),
 )
 COMPARE_REFERENCE = "lraspp_mobilenet_v3_large"  # the ratios' denominator, as in the paper's claim
-#: eager: the model as built (NCHW), fuse_for_inference (NCHW), fuse_for_inference in channels_last.
-EAGER_VARIANTS = ("reference", "fused", "fused_cl")
-#: ONNX Runtime: the export of the model as built, and of fuse_for_inference(model).
-ORT_VARIANTS = ("reference", "fused")
+#: What is timed. ``labels`` and ``output`` include the network; ``output`` is what earlier runs called it
+#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads it).
+OUTPUTS = {
+    "logits": "network only: forward_logits, the logits at the decoder stride (1/8; SegFormer 1/4)",
+    "labels": "end to end: the (H, W) int64 label map, lemore.predict in eager, the --labels export in ORT "
+              "(argmax of the upsampled logits without upsampling them, lemore.labels)",
+    "output": "the models' forward: the 150 logits resized to the input size (a 157 MB float output, no argmax)",
+}
+#: The issue's goals (ONNX Runtime, 1 thread): LeMoRe / LR-ASPP network only, LeMoRe's end-to-end labels / its
+#: network only, LeMoRe / LR-ASPP end to end.
+GOALS = {"network_ratio": 0.45, "labels_over_network": 1.3, "labels_ratio": 0.50}
+
+
+def compare_models(models=COMPARE_MODELS) -> tuple[tuple[str, tuple[int, int]], ...]:
+    """The registered ones of ``models``."""
+    have = set(list_models())
+    return tuple((n, tuple(sz)) for n, sz in models if n in have)
 
 
 _MALLOC_REUSED = [False]  # set by reuse_freed_memory, recorded in the protocol
@@ -289,37 +308,67 @@ def reuse_freed_memory() -> bool:
     return ok
 
 
-def cpu_model_name() -> str:
-    """The CPU as /proc/cpuinfo names it, with family/model (a VM may only say "AMD EPYC") and its SIMD level."""
+#: AMD EPYC generations by (family, model) as /proc/cpuinfo gives them: VMs often name the CPU only "AMD EPYC".
+_AMD_CORES = {(23, 1): "Zen, Naples", (23, 49): "Zen 2, Rome", (25, 1): "Zen 3, Milan", (25, 17): "Zen 4, Genoa",
+              (25, 160): "Zen 4c, Bergamo", (26, 2): "Zen 5, Turin"}
+
+
+def cpu_info() -> dict:
+    """The CPU: name, family/model (and the EPYC generation when known), SIMD level, and ONNX Runtime's NCHWc
+    block (MLAS packs channels in blocks of 16 with AVX-512F, 8 otherwise: widths are padded up to it)."""
+    info: dict = {}
     try:
-        info = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
-        flags = set(info.get("flags", "").split())
-        simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "avx" if "avx" in flags else "sse"
-        return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, "
-                f"{simd}{'+fma' if 'fma' in flags else ''})")
     except OSError:
-        return platform.processor() or platform.machine()
+        return {"name": platform.processor() or platform.machine(), "simd": "?", "nchwc_block": None}
+    flags = set(info.get("flags", "").split())
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "avx" if "avx" in flags else "sse"
+    fam, mod = info.get("cpu family", "?"), info.get("model", "?")
+    gen = _AMD_CORES.get((int(fam), int(mod))) if fam.isdigit() and mod.isdigit() and "AMD" in info.get(
+        "vendor_id", "") + info.get("model name", "") else None
+    name = f"{info.get('model name', '?')} (family {fam}, model {mod}{', ' + gen if gen else ''})"
+    return {"name": name, "simd": simd + ("+fma" if "fma" in flags else ""),
+            "nchwc_block": 16 if "avx512f" in flags else 8 if "avx2" in flags else None}
+
+
+def cpu_model_name() -> str:
+    """One line: the CPU, its SIMD level (see :func:`cpu_info`)."""
+    c = cpu_info()
+    return f"{c['name'][:-1]}, {c['simd']})" if c["name"].endswith(")") else c["name"]
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _interleaved(cases: dict, runs: int, warmup: int) -> dict:
+def _interleaved(cases: dict, runs: int, warmup: int, *, slow_runs: int | None = None,
+                 reference: str | None = None) -> dict:
     """Round-robin timing: each repetition runs every case once, starting one case later each time (so that
     no model always follows the same one) and machine noise hits all cases alike. Wall time (latency) and the
-    calling thread's CPU time (robust to preemption by other processes; meaningful with 1 thread)."""
+    calling thread's CPU time (robust to preemption by other processes; meaningful with 1 thread).
+
+    Cases whose warm-up took over 4x the ``reference`` case's get only ``slow_runs`` timed runs, spread evenly
+    over the repetitions (SegFormer-B0: 4-8x LeMoRe's time for the same information).
+    """
     keys = list(cases)
+    last = {}  # the last warm-up round's times
     for _ in range(warmup):
         for k in keys:
+            t0 = time.perf_counter()
             cases[k]()
+            last[k] = time.perf_counter() - t0
+    slow = set()
+    if slow_runs and reference in last and slow_runs < runs:
+        slow = {k for k in keys if last[k] > 4 * last[reference]}
+    every = max(1, round(runs / slow_runs)) if slow else 1
     wall = {k: [] for k in keys}
     cpu = {k: [] for k in keys}
     for r in range(runs):
         for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            if k in slow and r % every:
+                continue
             c0, t0 = time.thread_time(), time.perf_counter()
             cases[k]()
             wall[k].append((time.perf_counter() - t0) * 1e3)
@@ -328,92 +377,159 @@ def _interleaved(cases: dict, runs: int, warmup: int) -> dict:
     for k in keys:
         w = sorted(wall[k])
         out[k] = {"median_ms": statistics.median(w), "p10_ms": w[int(0.1 * (len(w) - 1))],
-                  "p90_ms": w[int(0.9 * (len(w) - 1))], "cpu_median_ms": statistics.median(cpu[k])}
+                  "p90_ms": w[int(0.9 * (len(w) - 1))], "cpu_median_ms": statistics.median(cpu[k]), "runs": len(w)}
     return out
 
 
-def compare_latency(models=COMPARE_MODELS, *, num_classes: int = 150, backends=("ort", "eager"),
-                    threads=(1, None), runs: int = 20, warmup: int = 3, logits: bool = True,
-                    ort_spinning: bool = False, workdir: str | os.PathLike | None = None, log=print) -> dict:
-    """LeMoRe against its Table 1 peers in one process, interleaved; see ``benchmarks/latency.py``.
+def _prepare(name: str, size, num_classes: int, backends, outputs, reference: bool, workdir: Path, log) -> dict:
+    """One model for the comparison: GFLOPs, its fused copy in the faster eager layout, its ONNX exports."""
+    from lemore.export import build_model, export_heads, export_onnx
+    from lemore.labels import cell_statistics
+    from lemore.models.fuse import fuse_for_inference
 
-    For every backend (``eager``: PyTorch; ``ort``: ONNX Runtime CPU, graph optimisation ORT_ENABLE_ALL) and
-    thread count (``None``: all cores), every (model, variant) is timed round-robin. ``logits`` adds the same
-    for ``forward_logits`` (no resize to the input size) of the fused variants.
-    Returns ``{"protocol": ..., "results": [rows], "summary": {...}}``.
+    model = build_model(name, num_classes, size)
+    prep = {"gflops": count_flops(model, size) / 1e9, "size": tuple(size)}
+    fused = fuse_for_inference(model)
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        prep["cells"] = cell_statistics(fused.forward_logits(x), size)  # how much work the label map has
+    prep["inputs"] = {"nchw": x, "cl": x.contiguous(memory_format=torch.channels_last), "np": x.numpy()}
+    if "eager" in backends:
+        # the faster layout for this model (1 thread, forward_logits, 1 + 2 runs each): channels_last runs
+        # oneDNN convolutions, NCHW the transformers' matmuls without layout copies
+        cl = fuse_for_inference(model).to(memory_format=torch.channels_last)
+        times = {}
+        with torch.inference_mode():
+            for layout, m in (("nchw", fused), ("cl", cl)):
+                xin = prep["inputs"][layout]
+                m.forward_logits(xin)
+                t0 = time.perf_counter()
+                for _ in range(2):
+                    m.forward_logits(xin)
+                times[layout] = (time.perf_counter() - t0) / 2 * 1e3
+        prep["eager_layout"] = min(times, key=times.get)
+        prep["eager_layout_ms"] = times
+        prep["eager"] = cl if prep["eager_layout"] == "cl" else fused
+        prep["eager_reference"] = model
+    if "ort" in backends:
+        log(f"exporting {name} {size[0]}x{size[1]}")
+        prep["onnx"] = export_heads(fused, workdir / name, size, heads=tuple(outputs))
+        if reference:
+            prep["onnx_reference"] = export_onnx(model, workdir / name / "reference_logits.onnx", size, logits=True)
+    return prep
+
+
+def compare_latency(models=None, *, num_classes: int = 150, backends=("ort", "eager"), threads=(1, None),
+                    outputs=("logits", "labels"), runs: int = 15, warmup: int = 2, slow_runs: int | None = 5,
+                    multi_runs: int | None = None, multi_outputs=("logits", "labels"), reference: bool = False,
+                    ort_spinning: bool = False, workdir: str | os.PathLike | None = None, log=print) -> dict:
+    """LeMoRe against its peers in one process, interleaved; see ``benchmarks/latency.py``.
+
+    For every backend (``eager``: PyTorch; ``ort``: ONNX Runtime CPU, graph optimisation ORT_ENABLE_ALL), thread
+    count (``None``: all cores) and output (:data:`OUTPUTS`), every model runs round-robin in its fastest form:
+    ``fuse_for_inference`` (eager: in the faster of NCHW and channels_last; ORT: its export). ``reference``
+    adds the models as built (unfused, NCHW; their export) for ``logits``. Settings with more than one thread
+    time only ``multi_outputs`` (of ``outputs``) with ``multi_runs`` runs (default: half of ``runs``, at least 5):
+    on a shared machine they take the longest and say the least. Building, exporting and counting FLOPs run
+    with one thread (all threads on a loaded 2-core machine made exports 4-6x slower).
+    Returns ``{"protocol", "gflops", "cells", "results": [rows], "summary", "headline"}``.
     """
     import tempfile
 
-    from lemore.export import build_model, export_onnx, ort_session
-    from lemore.models.fuse import fuse_for_inference
+    from tqdm import tqdm
 
-    all_threads = available_cores()
-    models = [(n, tuple(s)) for n, s in models]
+    from lemore.export import ort_session
+    from lemore.labels import predict
+
+    models = compare_models(COMPARE_MODELS) if models is None else tuple((n, tuple(sz)) for n, sz in models)
     names = [n for n, _ in models]
     if COMPARE_REFERENCE not in names:
         raise ValueError(f"the comparison needs {COMPARE_REFERENCE} (the ratios' denominator)")
+    unknown = sorted(set(names) - set(list_models()))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list_models()}")
+    bad = sorted(set(outputs) - set(OUTPUTS))
+    if bad:
+        raise ValueError(f"unknown output(s) {bad}; choose from {list(OUTPUTS)}")
+    all_threads = available_cores()
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     tmp = tempfile.TemporaryDirectory(prefix="lemore-latency-") if workdir is None else None
     workdir = Path(workdir or tmp.name)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    built, onnx_paths, inputs, gflops = {}, {}, {}, {}
-    for name, size in models:
-        model = build_model(name, num_classes, size)
-        gflops[name] = count_flops(model, size) / 1e9
-        fused = fuse_for_inference(model)
-        fused_cl = fuse_for_inference(model).to(memory_format=torch.channels_last)
-        built[name] = {"reference": model, "fused": fused, "fused_cl": fused_cl}
-        x = torch.randn(1, 3, *size)
-        inputs[name] = {"nchw": x, "cl": x.contiguous(memory_format=torch.channels_last), "np": x.numpy()}
-        if "ort" in backends:
-            log(f"exporting {name} {size[0]}x{size[1]}")
-            for variant, m, lg in (("reference", model, False), ("fused", fused, False), ("fused_logits", fused, True)):
-                if lg and not logits:
-                    continue
-                onnx_paths[name, variant] = export_onnx(m, workdir / f"{name}_{variant}.onnx", size, logits=lg)
+    try:
+        prep = {n: _prepare(n, sz, num_classes, backends, outputs, reference, workdir, log)
+                for n, sz in tqdm(models, desc="build, count, export", unit="model", leave=False)}
+    finally:
+        torch.set_num_threads(prev)
 
+    settings = [(b, th or all_threads) for b in backends for th in threads]
+    multi_runs = multi_runs or min(runs, max(5, runs // 2))
+    plan = {st: (tuple(outputs), runs) if st[1] == 1 else (tuple(o for o in outputs if o in multi_outputs), multi_runs)
+            for st in settings}
     rows = []
-    for backend in backends:
-        for th in threads:
-            n_threads = th or all_threads
-            setting = f"{backend}, {n_threads} thread{'s' if n_threads > 1 else ''}"
-            for what in (("output", "logits") if logits else ("output",)):
-                cases = {}
-                for name, size in models:
-                    if backend == "eager":
-                        variants = EAGER_VARIANTS if what == "output" else ("fused_cl",)
-                        for v in variants:
-                            m = built[name][v]
-                            fn = m if what == "output" else m.forward_logits
-                            x = inputs[name]["cl" if v == "fused_cl" else "nchw"]
-                            cases[name, v] = (lambda fn=fn, x=x: fn(x))
-                    else:
-                        variants = ORT_VARIANTS if what == "output" else ("fused",)
-                        for v in variants:
-                            path = onnx_paths[name, v if what == "output" else "fused_logits"]
-                            sess = ort_session(path, threads=n_threads, spinning=ort_spinning)
-                            feed = {sess.get_inputs()[0].name: inputs[name]["np"]}
-                            cases[name, v] = (lambda s=sess, f=feed: s.run(None, f))
-                log(f"timing {setting}, {what}: {len(cases)} cases x {runs} runs")
-                prev = torch.get_num_threads()
-                torch.set_num_threads(n_threads)
-                try:
-                    with torch.inference_mode():
-                        timed = _interleaved(cases, runs, warmup)
-                finally:
-                    torch.set_num_threads(prev)
-                for (name, v), t in timed.items():
-                    size = dict(models)[name]
-                    rows.append({"backend": backend, "threads": n_threads, "setting": setting, "output": what,
-                                 "model": name, "input_size": list(size), "variant": v, **t,
-                                 "cpu_time_meaningful": n_threads == 1})
+    bar = tqdm(total=sum(len(o) for o, _ in plan.values()), desc="timing", unit="setting", leave=False)
+    for backend, n_threads in settings:
+        setting = f"{backend}, {n_threads} thread{'s' if n_threads > 1 else ''}"
+        sessions = {}
+        these_outputs, these_runs = plan[backend, n_threads]
+        for what in these_outputs:
+            cases = {}
+            for name, _ in models:
+                p = prep[name]
+                if backend == "eager":
+                    m = p["eager"]
+                    x = p["inputs"][p["eager_layout"]]
+                    fn = {"logits": m.forward_logits, "labels": lambda x, m=m: predict(m, x), "output": m}[what]
+                    cases[name, "fused"] = (lambda fn=fn, x=x: fn(x))
+                    if reference and what == "logits":
+                        ref = p["eager_reference"]
+                        cases[name, "reference"] = (lambda ref=ref, x=p["inputs"]["nchw"]: ref.forward_logits(x))
+                else:
+                    paths = [("fused", p["onnx"][what])]
+                    if reference and what == "logits":
+                        paths.append(("reference", p["onnx_reference"]))
+                    for variant, path in paths:
+                        sess = sessions.setdefault(path, ort_session(path, threads=n_threads, spinning=ort_spinning))
+                        feed = {sess.get_inputs()[0].name: p["inputs"]["np"]}
+                        cases[name, variant] = (lambda s=sess, f=feed: s.run(None, f))
+            log(f"timing {setting}, {what}: {len(cases)} cases x {these_runs} runs")
+            torch.set_num_threads(n_threads)
+            try:
+                with torch.inference_mode():
+                    timed = _interleaved(cases, these_runs, warmup, slow_runs=slow_runs,
+                                         reference=(COMPARE_REFERENCE, "fused"))
+            finally:
+                torch.set_num_threads(prev)
+            for (name, variant), t in timed.items():
+                rows.append({"backend": backend, "threads": n_threads, "setting": setting, "output": what,
+                             "model": name, "input_size": list(prep[name]["size"]), "variant": variant,
+                             **({"layout": prep[name]["eager_layout"]} if backend == "eager" else {}), **t,
+                             "cpu_time_meaningful": n_threads == 1})
+            bar.update()
+        sessions.clear()
+    bar.close()
     if tmp is not None:
         tmp.cleanup()
-    return {"protocol": compare_protocol(runs, warmup, backends, threads, num_classes, ort_spinning),
-            "gflops": gflops, "results": rows, "summary": summarize_comparison(rows)}
+    summary = summarize_comparison(rows)
+    protocol = compare_protocol(runs, warmup, slow_runs, backends, threads, outputs, num_classes, ort_spinning)
+    if any(t > 1 for _, t in settings):
+        protocol["more_threads"] = (f"settings with more than one thread: outputs "
+                                    f"{list(next(plan[st][0] for st in settings if st[1] > 1))}, "
+                                    f"{multi_runs} timed runs per case")
+    protocol["load_average_start"] = load_start
+    result = {"protocol": protocol,
+              "gflops": {n: prep[n]["gflops"] for n in names}, "cells": {n: prep[n]["cells"] for n in names},
+              "eager_layout": {n: prep[n].get("eager_layout") for n in names},
+              "results": rows, "summary": summary}
+    result["headline"] = headline(summary)
+    return result
 
 
 def summarize_comparison(rows: list[dict]) -> dict:
-    """Per setting and output: each model's fastest variant, and its ratio to LR-ASPP's fastest."""
+    """Per setting and output: each model's fastest variant, its ratio to LR-ASPP's, and the fastest model;
+    per setting and model: end-to-end labels over network only."""
     summary = {}
     for key in sorted({(r["setting"], r["output"]) for r in rows}):
         sel = [r for r in rows if (r["setting"], r["output"]) == key]
@@ -425,12 +541,11 @@ def summarize_comparison(rows: list[dict]) -> dict:
         entry = {}
         for name, r in best.items():
             entry[name] = {"variant": r["variant"], "input_size": r["input_size"], "median_ms": r["median_ms"],
-                           "cpu_median_ms": r["cpu_median_ms"],
-                           "ratio": r["median_ms"] / ref["median_ms"],
+                           "cpu_median_ms": r["cpu_median_ms"], "ratio": r["median_ms"] / ref["median_ms"],
                            # the calling thread's CPU time is the whole work only with one thread
                            "cpu_ratio": r["cpu_median_ms"] / ref["cpu_median_ms"] if r["cpu_time_meaningful"] else None}
         lemore_ref = [r for r in sel if r["model"] == "lemore" and r["variant"] == "reference"]
-        if lemore_ref:
+        if lemore_ref and "lemore" in entry:
             entry["lemore"]["speedup_vs_reference"] = lemore_ref[0]["median_ms"] / entry["lemore"]["median_ms"]
         # "fastest" among the models at the reference's input size (LeMoRe* at 448 is the same network on
         # fewer pixels: it is reported, not ranked)
@@ -440,28 +555,55 @@ def summarize_comparison(rows: list[dict]) -> dict:
     return summary
 
 
-def compare_protocol(runs, warmup, backends, threads, num_classes, ort_spinning) -> dict:
+def headline(summary: dict) -> dict:
+    """The issue's numbers (ONNX Runtime, 1 thread) against its goals (judged on thread CPU time), and whether
+    LeMoRe is the fastest model at 512x512 in every setting and output (wall-clock medians)."""
+    out: dict = {"goals": dict(GOALS)}
+    net, lab = summary.get("ort, 1 thread | logits", {}), summary.get("ort, 1 thread | labels", {})
+    if "lemore" in net:
+        out["network_ratio"] = net["lemore"]["ratio"]
+        out["network_ratio_cpu_time"] = net["lemore"]["cpu_ratio"]
+    if "lemore" in lab:
+        out["labels_ratio"] = lab["lemore"]["ratio"]
+        out["labels_ratio_cpu_time"] = lab["lemore"]["cpu_ratio"]
+    if "lemore" in net and "lemore" in lab:
+        out["labels_over_network"] = lab["lemore"]["median_ms"] / net["lemore"]["median_ms"]
+        out["labels_over_network_cpu_time"] = lab["lemore"]["cpu_median_ms"] / net["lemore"]["cpu_median_ms"]
+    # the verdict uses the thread's CPU time: with one thread it is the latency of an idle machine, and other
+    # processes on a shared machine do not inflate it (they do inflate wall-clock medians, shown alongside)
+    out["met"] = {k: out.get(f"{k}_cpu_time", out[k]) <= g for k, g in GOALS.items() if k in out}
+    fastest = {k: v["fastest"] for k, v in summary.items()}
+    out["fastest_everywhere"] = all(v == "lemore" for v in fastest.values())
+    out["not_fastest"] = {k: v for k, v in fastest.items() if v != "lemore"}
+    return out
+
+
+def compare_protocol(runs, warmup, slow_runs, backends, threads, outputs, num_classes, ort_spinning) -> dict:
     import onnxruntime as ort
 
     from lemore.export import DEFAULT_OPSET
 
+    cpu = cpu_info()
     return {
-        "what": "batch-1 latency of LeMoRe vs its Table 1 peers, in one process, interleaved round-robin",
-        "latency": f"median (and p10/p90) of {runs} timed runs per case after {warmup} warm-up rounds; "
-                   "time.perf_counter around one forward; also the calling thread's CPU time (thread_time), "
-                   "which preemption by other processes does not inflate (meaningful with 1 thread)",
-        "interleaving": "each repetition runs every (model, variant) once, starting one case later each time",
-        "output": "'output' = logits at the input size, the final bilinear resize of the K-class logits included "
-                  "(the model's output); 'logits' = forward_logits at the decoder stride (1/8 for LeMoRe and "
-                  "LR-ASPP, 1/4 for SegFormer), fused variants only",
-        "variants": "eager: reference (as built, NCHW), fused (lemore.models.fuse.fuse_for_inference, NCHW), "
-                    "fused_cl (the same in channels_last); ort: exports of reference and fused. Ratios use each "
-                    "model's fastest variant in the setting",
+        "what": "batch-1 latency of LeMoRe vs its peers, in one process, interleaved round-robin",
+        "machine": f"{cpu['name']}, {available_cores()} cores, {cpu['simd']}",
+        "latency": f"median (and p10/p90) of {runs} timed runs per case after {warmup} warm-up rounds (cases "
+                   f"over 4x LR-ASPP's warm-up time: {slow_runs} runs spread over the rounds); time.perf_counter "
+                   "around one call; also the calling thread's CPU time (thread_time), which preemption by other "
+                   "processes does not inflate (meaningful with 1 thread)",
+        "interleaving": "each repetition runs every model once, starting one model later each time",
+        "outputs": {k: OUTPUTS[k] for k in outputs},
+        "form": "every model as lemore.models.fuse.fuse_for_inference leaves it (BatchNorm folded; LeMoRe's blocks "
+                "rewritten); eager: in the faster of NCHW and channels_last (measured per model, see eager_layout); "
+                "ORT: its export (lemore.export.export_heads: the network traced once, output heads attached)",
         "ratio_reference": COMPARE_REFERENCE,
-        "num_classes": num_classes, "batch": 1, "dtype": "float32", "input": "random normal",
+        "labels_work": "cells: share of low-resolution cells where classes meet (interpolated pixel by pixel) and "
+                       "their candidate classes, for the benchmark's input; the rest is one gather",
+        "num_classes": num_classes, "batch": 1, "dtype": "float32", "input": "random normal, random weights",
         "backends": list(backends),
         "threads": [t or available_cores() for t in threads],
-        "cpu": cpu_model_name(), "cores": available_cores(), "os_cpu_count": os.cpu_count(),
+        "cpu": cpu["name"], "simd": cpu["simd"], "ort_nchwc_block": cpu["nchwc_block"],
+        "cores": available_cores(), "os_cpu_count": os.cpu_count(),
         "torch": torch.__version__, "onnxruntime": ort.__version__,
         "onnx_export": f"torch.onnx TorchScript exporter, opset {DEFAULT_OPSET}, static shape (lemore/export.py)",
         "ort_graph_optimization": "ORT_ENABLE_ALL (incl. NCHWc layout transform), sequential execution, "
@@ -474,54 +616,83 @@ def compare_protocol(runs, warmup, backends, threads, num_classes, ort_spinning)
     }
 
 
+_OUTPUT_TITLES = {"logits": "Network only (forward_logits, logits at the decoder stride)",
+                  "labels": "End to end: label map at 512x512 (lemore.predict / the --labels export)",
+                  "output": "The models' forward: 150 logits resized to 512x512 (no argmax)"}
+
+
 def compare_to_markdown(result: dict) -> str:
-    """The headline table (ratios to LR-ASPP) and every measured case."""
-    p, s = result["protocol"], result["summary"]
-    settings = sorted({k.split(" | ")[0] for k in s}, key=lambda k: (not k.startswith("ort"), k))
+    """The headline (goals met or not), one table per output (ms and ratio to LR-ASPP), the label step, every
+    case, the protocol."""
+    p, s, hl = result["protocol"], result["summary"], result.get("headline") or headline(result["summary"])
+    settings = sorted({k.split(" | ")[0] for k in s}, key=lambda k: (not k.startswith("ort"), int(k.split(", ")[1].split()[0])))
+    outputs = [o for o in OUTPUTS if any(k.endswith(f"| {o}") for k in s)]
     names = list(dict.fromkeys(r["model"] for r in result["results"]))  # in the order they were run
     sizes = {r["model"]: r["input_size"] for r in result["results"]}
-    lines = ["# Latency: LeMoRe vs Table 1 peers", "",
-             f"CPU: {p['cpu']} ({p['cores']} cores), torch {p['torch']}, onnxruntime {p['onnxruntime']}. "
-             f"Load average at the end: {', '.join(f'{x:.1f}' for x in p['load_average'] or [])}.", ""]
-    for what, title in (("output", "Output at the input size (final resize included): median ms (ratio to LR-ASPP)"),
-                        ("logits", "forward_logits (no final resize): median ms (ratio to LR-ASPP)")):
+    lines = ["# Latency: LeMoRe vs its peers", "",
+             f"Machine: {p['machine']} (ONNX Runtime's NCHWc block: {p.get('ort_nchwc_block')} channels); torch "
+             f"{p['torch']}, onnxruntime {p['onnxruntime']}. Load average at the end: "
+             f"{', '.join(f'{x:.1f}' for x in p['load_average'] or [])}. Command: `{p.get('command', '-')}`.", ""]
+    loads = [x[0] for x in (p.get("load_average_start"), p.get("load_average")) if x]
+    if loads and max(loads) > p["cores"]:
+        lines += [f"**Other processes competed for the {p['cores']} cores** (1-minute load average up to "
+                  f"{max(loads):.1f}): medians with more than one thread wait for preempted threads and are "
+                  "unreliable, eager PyTorch's most (it synchronises its threads at every op); 1-thread CPU "
+                  "times are barely affected.", ""]
+    goal_rows = [("network_ratio", "LeMoRe / LR-ASPP, network only", "ratio"),
+                 ("labels_over_network", "LeMoRe end-to-end labels / LeMoRe network only", "ratio"),
+                 ("labels_ratio", "LeMoRe / LR-ASPP, end-to-end labels", "ratio")]
+    lines += ["## Headline (ONNX Runtime, 1 thread)", "",
+              "Judged on the thread's CPU time (with one thread the latency of an idle machine; other processes on a "
+              "shared machine do not inflate it); wall-clock medians alongside.", "",
+              "| quantity | goal | measured (CPU time) | measured (wall clock) | met |", "|---|---:|---:|---:|---|"]
+    for key, label, _ in goal_rows:
+        if key in hl:
+            cpu = hl.get(f"{key}_cpu_time")
+            lines.append(f"| {label} | <= {hl['goals'][key]:.2f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+                         f"{hl[key]:.2f} | {'yes' if hl['met'][key] else '**no**'} |")
+    slower = "; ".join(f"{k.replace(' | ', ', ')}: {v}" for k, v in hl["not_fastest"].items())
+    lines += [f"| LeMoRe the fastest model at 512x512 in every setting and output | | "
+              f"{'yes' if hl['fastest_everywhere'] else 'no: ' + slower} | | "
+              f"{'yes' if hl['fastest_everywhere'] else '**no**'} |", ""]
+    for what in outputs:
         keys = [f"{st} | {what}" for st in settings if f"{st} | {what}" in s]
-        if not keys:
-            continue
-        lines += [f"## {title}", "", "**fastest**: of the models at 512x512 (LeMoRe* is the same network on 448x448 "
-                  "inputs).", "", "| model | input | GFLOPs | " + " | ".join(k.split(" | ")[0] for k in keys) + " |",
+        lines += [f"## {_OUTPUT_TITLES[what]}: median ms (ratio to LR-ASPP)", "",
+                  "**fastest**: of the models at 512x512 (LeMoRe* is the same network on 448x448 inputs).", "",
+                  "| model | input | GFLOPs | " + " | ".join(k.split(" | ")[0] for k in keys) + " |",
                   "|---|---|---:|" + "---:|" * len(keys)]
         for n in names:
             cells = []
             for k in keys:
                 e = s[k].get(n)
                 cells.append("-" if e is None else f"{e['median_ms']:.1f} ({e['ratio']:.2f})" +
-                             (" **fastest**" if s[k]["fastest"] == n else ""))  # at 512x512
+                             (" **fastest**" if s[k]["fastest"] == n else ""))
             h, w = sizes[n]
             lines.append(f"| {n} | {h}x{w} | {result['gflops'][n]:.2f} | " + " | ".join(cells) + " |")
-        cpu_cells = [f"{s[k]['lemore']['cpu_ratio']:.2f}" if "lemore" in s[k] and k.split(" | ")[0].endswith(" 1 thread")
-                     else "-" for k in keys]
-        lines += [f"| lemore, CPU-time ratio | | | " + " | ".join(cpu_cells) + " |", ""]
-    # What the final resize costs (output minus forward_logits, same variant) and what fusing buys LeMoRe.
-    by = {(r["setting"], r["output"], r["model"], r["variant"]): r["median_ms"] for r in result["results"]}
-    lines += ["## Where the time goes", "",
-              "| setting | final resize, lemore (ms) | final resize, LR-ASPP (ms) | lemore fused vs as built |",
-              "|---|---:|---:|---:|"]
-    for st in settings:
-        cells = []
-        for name in ("lemore", COMPARE_REFERENCE):
-            pair = [(by[k], by.get((st, "output", name, k[3]))) for k in by if k[:3] == (st, "logits", name)]
-            cells.append(f"{pair[0][1] - pair[0][0]:.1f}" if pair and pair[0][1] is not None else "-")
-        sp = s.get(f"{st} | output", {}).get("lemore", {}).get("speedup_vs_reference")
-        cells.append(f"{sp:.2f}x" if sp else "-")
-        lines.append(f"| {st} | " + " | ".join(cells) + " |")
-    lines += ["", "The final bilinear resize of the 150-class logits to 512x512 (a 157 MB output) costs every model the "
-              "same; it is why the ratios with it are closer to 1 than those of forward_logits.", ""]
-    lines += ["## Every case", "", "| setting | output | model | variant | median ms | p10 | p90 | CPU ms |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+        lines.append("")
+    if "logits" in outputs and "labels" in outputs:
+        lines += ["## The label map's cost: end to end / network only", "",
+                  "cells mixed: share of low-resolution cells where classes meet (interpolated pixel by pixel, the "
+                  "rest is one gather), with their mean and largest number of candidate classes, for this input "
+                  "and these random weights; a trained network has more boundaries.", "",
+                  "| model | cells mixed | candidates (mean / max) | " + " | ".join(settings) + " |",
+                  "|---|---:|---:|" + "---:|" * len(settings)]
+        for n in names:
+            c = result.get("cells", {}).get(n) or {}
+            cells = []
+            for st in settings:
+                a, b = s.get(f"{st} | labels", {}).get(n), s.get(f"{st} | logits", {}).get(n)
+                cells.append(f"{a['median_ms'] / b['median_ms']:.2f}" if a and b else "-")
+            mixed = f"{100 * c['mixed']:.1f}%" if c else "-"
+            cand = f"{c['candidates_mean']:.1f} / {c['candidates_max']}" if c else "-"
+            lines.append(f"| {n} | {mixed} | {cand} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Every case", "", "| setting | output | model | variant | median ms | p10 | p90 | CPU ms | runs |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["results"]:
         cpu = f"{r['cpu_median_ms']:.1f}" if r["cpu_time_meaningful"] else "-"
-        lines.append(f"| {r['setting']} | {r['output']} | {r['model']} | {r['variant']} | {r['median_ms']:.1f} | "
-                     f"{r['p10_ms']:.1f} | {r['p90_ms']:.1f} | {cpu} |")
+        variant = r["variant"] + (f" ({r['layout']})" if r.get("layout") else "")
+        lines.append(f"| {r['setting']} | {r['output']} | {r['model']} | {variant} | {r['median_ms']:.1f} | "
+                     f"{r['p10_ms']:.1f} | {r['p90_ms']:.1f} | {cpu} | {r.get('runs', '-')} |")
     lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in p.items()]
     return "\n".join(lines) + "\n"

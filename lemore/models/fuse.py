@@ -24,6 +24,13 @@ What it does, and why each step pays on CPU (``results/benchmarks/latency.md`` h
 - **Nested attention** (:class:`FusedAttention`): the nine ``Q_i K_j^T`` maps equal ``(sum Q_i)(sum K_j)^T``
   (:meth:`NestedAttention.fuse_branches`): the branches, their BatchNorms and the softmax scale fold into
   one 1x1 conv that emits Q, K and V together; ``K^T`` and the output come straight from the conv layout.
+- **ONNX graph forms** (used only when traced, measured in ONNX Runtime with ``benchmarks/latency_ops.py``): the
+  C-Encoder's BatchNorm scale of the views is a 1x1 depthwise conv, so that ONNX Runtime's NCHWc transform fuses
+  the sum of the views into the transverse conv (it fuses an Add only between two NCHWc outputs); the 1/64
+  token pooling is ``P_h @ x @ P_w^T`` with averaging matrices (:class:`FusedBackbone`: AveragePool of the
+  24-channel 1/4 stage ran outside the NCHWc layout). Each gains well under 1 ms of LeMoRe's ~25 ms: what limits
+  LeMoRe in ONNX Runtime is the padding of its 20- and 24-channel high-resolution layers to the NCHWc block
+  (16 channels with AVX-512), see README "Speed".
 - **Gated fusion** keeps its form (BatchNorm folded). Merging its gate and embedding convs into one conv with
   one upsampling call was tried and dropped: the split/concat it needs takes the upsampling out of ONNX
   Runtime's NCHWc layout, and the export got 10% slower (thread CPU time, 20 interleaved runs).
@@ -41,9 +48,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from lemore.models.lemore import AxisMix, CartesianEncoder, NestedAttention, resample_axis_weight
+from lemore.models.lemore import AxisMix, CartesianEncoder, LeMoReBackbone, NestedAttention, resample_axis_weight
 
-__all__ = ["fuse_for_inference", "fold_conv_bn", "PointwiseConv2d", "FusedCartesianEncoder", "FusedAttention"]
+__all__ = ["fuse_for_inference", "fold_conv_bn", "PointwiseConv2d", "FusedCartesianEncoder", "FusedAttention",
+           "FusedBackbone", "adaptive_pool_matrix"]
 
 
 def fuse_for_inference(model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -149,6 +157,9 @@ def _fold_convbn(seq: nn.Sequential) -> nn.Conv2d:
 
 # ------------------------------------------------------------------------------------------------- LeMoRe
 def _replace_lemore_blocks(model: nn.Module) -> None:
+    for m in model.modules():
+        if type(m) is LeMoReBackbone:
+            m.__class__ = FusedBackbone  # same modules and parameters, another forward
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, CartesianEncoder):
@@ -157,6 +168,48 @@ def _replace_lemore_blocks(model: nn.Module) -> None:
                 setattr(parent, name, FusedAttention(child))
             elif type(child).__name__ == "FFN" and hasattr(child, "act") and hasattr(child.act, "inplace"):
                 child.act.inplace = True  # FFN: act(dw(fc1(x))), the dw output is fresh
+
+
+def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix of ``adaptive_avg_pool`` along one axis: row i averages the window
+    ``[floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))``, as PyTorch's kernel does."""
+    m = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class FusedBackbone(LeMoReBackbone):
+    """The backbone with its token pooling as two matmuls with averaging matrices in traced (ONNX) graphs.
+
+    ONNX Runtime runs AveragePool in its NCHWc layout only for channel counts that fill its blocks (16 with
+    AVX-512): the 1/4 stage (24 channels) fell back to a plain-layout 16x16 pool that cost 0.3 ms of LeMoRe's
+    25 ms; ``P_h @ x @ P_w^T`` is 3 MMAC of GEMM. Any window sizes (also unequal adaptive windows). Eager
+    PyTorch keeps ``adaptive_avg_pool2d`` (faster there).
+    """
+
+    def _pool(self, f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            return F.adaptive_avg_pool2d(f, size)
+        h, w = (int(n) for n in f.shape[-2:])
+        key = (h, w, int(size[0]), int(size[1]))
+        cache = self.__dict__.setdefault("_pool_matrices", {})
+        if key not in cache:
+            cache[key] = (adaptive_pool_matrix(h, key[2]), adaptive_pool_matrix(w, key[3]).t().contiguous())
+        ph, pwt = (t.to(f.device, f.dtype) for t in cache[key])
+        return torch.matmul(torch.matmul(ph, f), pwt)  # (B, C, h64, w64)
+
+    def forward(self, x):  # (B, 3, H, W)
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        h32, w32 = features[-1].shape[-2:]
+        size64 = (-(-h32 // 2), -(-w32 // 2))
+        tokens = torch.cat([self._pool(f, size64) for f in features], dim=1)  # (B, 248, H/64, W/64)
+        return features, self.attention(tokens)
 
 
 class _ViewMatrix(nn.Module):
@@ -199,6 +252,14 @@ class FusedCartesianEncoder(nn.Module):
             self.transverse.bias.copy_(shift)
         self.register_buffer("scale", scale.reshape(1, dim, 1, 1).clone())
         self.register_buffer("shift", shift.reshape(1, dim, 1, 1).clone())
+        # the traced (ONNX) graph applies s to the views as a 1x1 depthwise conv: ONNX Runtime's NCHWc transform
+        # then fuses the sum with T'(x) into T' (an Add has to have NCHWc inputs on both sides to be fused)
+        self.view_scale = None
+        if enc.frontal is not None or enc.lateral is not None:
+            self.view_scale = nn.Conv2d(dim, dim, 1, groups=dim, bias=enc.transverse is None)
+            self.view_scale.weight.copy_(scale.reshape(dim, 1, 1, 1))
+            if self.view_scale.bias is not None:
+                self.view_scale.bias.copy_(shift)
         self.frontal = _ViewMatrix(enc.frontal) if enc.frontal is not None else None
         self.lateral = _ViewMatrix(enc.lateral) if enc.lateral is not None else None
         self.act = copy.deepcopy(enc.act)
@@ -240,6 +301,11 @@ class FusedCartesianEncoder(nn.Module):
 
     def forward(self, x):  # (B, C, H, W)
         views = self._views(x)
+        if torch.jit.is_tracing() and views is not None:
+            xi = self.view_scale(views)  # s * (F(x) + L(x)) (+ b without T)
+            if self.transverse is not None:
+                xi = self.transverse(x) + xi
+            return x + self.ca(self.dw(self.act(xi)))
         if self.transverse is not None:
             t = self.transverse(x)  # s * T(x) + b
             xi = t if views is None else torch.addcmul(t, views, self.scale)

@@ -1,10 +1,13 @@
 """fuse_for_inference: the same outputs as the trained model, with BatchNorm and attention branches folded."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
 
 import lemore
+from lemore.export import LogitsOnly
 from lemore.models.fuse import FusedAttention, FusedCartesianEncoder, fold_conv_bn, fuse_for_inference
 from lemore.models.lemore import CartesianEncoder, NestedAttention
 
@@ -119,3 +122,26 @@ def test_fused_attention_folds_the_nested_branches():
 def test_folding_needs_eval_mode():
     with pytest.raises(RuntimeError, match="eval"):
         fold_conv_bn(lemore.create_model("lemore_t", num_classes=2, img_size=64).train())
+
+
+@pytest.mark.parametrize("n_in,n_out", [(128, 8), (64, 8), (9, 4), (7, 3), (5, 5), (3, 1)])
+def test_adaptive_pool_matrix_is_adaptive_avg_pool(n_in, n_out):
+    from lemore.models.fuse import adaptive_pool_matrix
+
+    x = torch.randn(2, 3, n_in, n_in + 1)
+    ph, pw = adaptive_pool_matrix(n_in, n_out), adaptive_pool_matrix(n_in + 1, n_out)
+    _assert_close(ph @ x @ pw.t(), torch.nn.functional.adaptive_avg_pool2d(x, n_out))
+
+
+def test_traced_graph_forms_give_the_same_outputs():
+    """The forms only the ONNX graph takes (pooling as matmuls, the views' BatchNorm scale as a 1x1 conv) equal
+    the eager ones; traced at a size whose 1/64 pooling windows are unequal (the export refuses those sizes for
+    other reasons, the trace here checks the arithmetic)."""
+    model = _with_bn_statistics(lemore.create_model("lemore", num_classes=5, img_size=64))
+    fused = fuse_for_inference(model)
+    for size in [(64, 128), (96, 80)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic
+            traced = torch.jit.trace(LogitsOnly(fused), x, check_trace=False)
+            _assert_close(traced(x), model.forward_logits(x))
