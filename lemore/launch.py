@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lemore.config import DATASET_NAMES, RunCfg, load, recipe
+from lemore.config import DATASET_NAMES, ConfigValueError, RunCfg, load, recipe
 from lemore.profiling import write_json_atomic, write_text_atomic
 
 #: What ``smoke=True`` sets, on top of everything else: a run that exercises every code path in seconds.
@@ -195,8 +195,15 @@ def finetune_config(dataset: str, model: str, *, iterations: int = 0, batch_size
         ov["data.root"] = str(data_root)
     if pretrained:
         ov["model.pretrained"] = _pretrained_from_stage() if pretrained == FROM_PRETRAIN_STAGE else str(pretrained)
-    if isinstance(overrides, list):
-        ov.update(dict(item.split("=", 1) for item in overrides))
+    if isinstance(overrides, str):  # papermill's `-p overrides ...` passes a string: one item or a YAML list
+        overrides = yaml.safe_load(overrides) if overrides.strip().startswith("[") else [overrides]
+    if isinstance(overrides, (list, tuple)):
+        for item in overrides:
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigValueError(f"override {item!r} must look like key=value, e.g. train.lr=3e-4 "
+                                       "(overrides is a list of them)")
+            key, value = item.split("=", 1)
+            ov[key.strip()] = value
     else:
         ov.update(overrides or {})
     if smoke:

@@ -35,8 +35,9 @@ def summary(results_dir: str | Path = "results", runs_dir: str | Path = "runs", 
             p = profile[(profile.model == r.model) & (profile["size"] == size) & (profile.num_classes == k)]
             g = float(p.gflops.iloc[-1]) if len(p) else math.nan
             lat = float(p.latency_ms.iloc[-1]) if len(p) and p.latency_ms.notna().iloc[-1] else math.nan
+            seeds = f" (mean of {int(r.n)} seeds, std {_fmt(r.miou_std)})" if r.get("n", 1) > 1 else ""
             lines.append(f"  {display_name(r.model):<16} {_fmt(r.miou):>7} {_fmt(r.aacc):>7} {_fmt(r.macc):>7} "
-                         f"{_fmt(r.params_m, '.3f'):>11} {_fmt(g, '.3f'):>8} {_fmt(lat, '.1f'):>13}  {r.run_name}")
+                         f"{_fmt(r.params_m, '.3f'):>11} {_fmt(g, '.3f'):>8} {_fmt(lat, '.1f'):>13}  {r.run_name}{seeds}")
 
     def listing(label: str, pattern: str, base: Path) -> None:
         files = sorted(base.glob(pattern)) if base.is_dir() else []

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["finetune", "pretrain", "profile", "results", "visual_comparison"]
+NAMES = ["finetune", "pretrain", "profile", "proxy", "results", "visual_comparison"]
 sys.path.insert(0, str(ROOT / "tools"))
 import strip_notebooks  # noqa: E402
 
@@ -142,6 +142,22 @@ def test_results_smoke(finetuned, work):
             assert (tables / f"{name}.{ext}").is_file()
     assert "lemore_2x1-2_synthetic-64x64" in (tables / "ours_synthetic.md").read_text()
     assert "miou (paper)" in outputs_text(nb)
+
+
+def test_proxy_smoke(finetuned, work):
+    """The proxy study's report on the smoke runs (two models, one seed each; no Table 2 runs: empty cells)."""
+    import shutil
+
+    shutil.copytree(work / "results" / "metrics", work / "proxy" / "metrics", dirs_exist_ok=True)
+    if not (work / "results" / "profile" / "tables.json").is_file():
+        execute("profile", work)
+    nb = execute("proxy", work, results_dir="proxy", profile_dir="results")
+    models = (work / "proxy" / "tables" / "proxy_models.md").read_text()
+    assert "LeMoRe" in models and "SegFormer-B0" in models and "37.40" in models  # SegFormer's published ADE20K
+    ablation = (work / "proxy" / "tables" / "proxy_ablation.csv").read_text()
+    assert len(ablation.strip().splitlines()) == 1 + 8  # the paper's eight Table 2 rows
+    assert (work / "proxy" / "figures" / "proxy_miou.png").stat().st_size > 1000
+    assert "proxy miou" in outputs_text(nb)
 
 
 def test_visual_comparison_smoke(finetuned, work):

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from lemore import tables
+from lemore.config import recipe
 from lemore.paper import TABLES, load_table
+
+SYN_K = recipe("synthetic").data.num_classes  # the synthetic recipe's class count
 
 
 def write_run(results, dataset, model, miou, iters=100, crop=(512, 512), extra=None, sub=True, seed=0):
@@ -44,7 +47,7 @@ def results(tmp_path):
                       ("segformer_b0", (512, 512), 150, 3.75, 8.0, 300.0),
                       ("lemore_t", (512, 512), 150, 1.1, 0.7, 15.0),
                       ("lemore", (480, 480), 60, 1.58, 0.7, None),
-                      ("lemore", (128, 128), 8, 1.5, 0.05, 2.0)])
+                      ("lemore", (128, 128), SYN_K, 1.5, 0.05, 2.0)])
     return r
 
 
@@ -231,7 +234,7 @@ def test_profile_plan():
         assert any(p[0] == m and p[3] for p in plan), m  # every model is timed at least once
     assert lat[("lemore", (512, 512), 150)] and lat[("lemore_star", (448, 448), 150)]
     assert lat[("lemore_cls", (224, 224), 1000)]
-    assert lat[("lemore", (128, 128), 8)] and lat[("segformer_b0", (512, 1024), 19)]
+    assert lat[("lemore", (128, 128), SYN_K)] and lat[("segformer_b0", (512, 1024), 19)]
     assert lat[("lemore", (480, 480), 60)] is False  # PASCAL Context: GFLOPs only (the paper has no latency)
 
 

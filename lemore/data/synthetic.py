@@ -13,17 +13,16 @@ value  class            appearance
 2      ground           per-pixel noise texture, lower part
 3      disc             solid disc
 4      striped box      rotated rectangle with parallel stripes
-5      checkered box    rotated rectangle with a checkerboard
-6      dotted triangle  rotated triangle with a grid of dots
+5      dotted triangle  rotated triangle with a grid of dots
 =====  ===============  ===========================================================
 
 The design is what a CPU can learn to a plateau in the minutes of ``make demo`` (generator version 2; see
 README, "The synthetic default"). Version 1 had six object classes with three textures, so that disc, box and
 triangle, and striped disc and striped box, differed by shape alone; trained from scratch, LeMoRe learned the
 textures within 200 iterations but no shape by 600 (its confusion matrix sent 84% of solid discs and 52% of
-triangles to "box"), and it was still learning after 3000 iterations (52.6 mIoU). Here every class has a
-texture of its own; the two boxes share a shape, the disc and the triangle have their own, and every mask
-follows its object's outline.
+triangles to "box"), and it was still learning after 3000 iterations (52.6 mIoU). Here each object class is
+one shape with one texture of its own, so shape and texture both identify it, and every mask follows its
+object's outline.
 
 Scenes are drawn at the scale the synthetic recipe evaluates: the short side is ``short_side`` (128) pixels and
 the long side up to 1.75 times that, which the recipe's test-time ``Resize(scale=(256, 128), keep_ratio=True)``
@@ -31,8 +30,8 @@ leaves as they are, so the metric is computed on the images as drawn. Texture pe
 128), so that the smallest training scale (ratio 0.5) keeps at least 3 pixels per stripe, dot or square for
 networks whose first layer has stride 2 or 4, rather than aliasing them away.
 
-Label PNGs hold 0..6 and the dataset uses ``reduce_zero_label`` exactly as ADE20K (0 -> 255, v -> v - 1), so
-the 6 training classes are 0..5. Generation is numpy-vectorised and seeded per image (``seed``, split, index):
+Label PNGs hold 0..5 and the dataset uses ``reduce_zero_label`` exactly as ADE20K (0 -> 255, v -> v - 1), so
+the 5 training classes are 0..4. Generation is numpy-vectorised and seeded per image (``seed``, split, index):
 the same seed gives byte-identical files, and the first N images do not depend on how many are generated.
 A folder written by another generator version is regenerated on first use (:func:`is_complete`).
 """
@@ -51,8 +50,8 @@ from PIL import Image
 from lemore.data.ade20k import ADE20K
 from lemore.data.io import DatasetError
 
-SYNTHETIC_CLASSES = ("sky", "ground", "disc", "striped box", "checkered box", "dotted triangle")
-SYNTHETIC_PALETTE = [(70, 130, 180), (152, 251, 152), (220, 20, 60), (0, 0, 142), (0, 160, 160), (250, 220, 0)]
+SYNTHETIC_CLASSES = ("sky", "ground", "disc", "striped box", "dotted triangle")
+SYNTHETIC_PALETTE = [(70, 130, 180), (152, 251, 152), (220, 20, 60), (0, 0, 142), (250, 220, 0)]
 GENERATOR_VERSION = 2
 META_FILE = "synthetic.json"
 DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL = 400, 100
@@ -66,8 +65,8 @@ _OBJECT_COLOURS = np.array(
 )  # fmt: skip
 _SKY_COLOURS = np.array([(110, 160, 230), (200, 200, 215), (240, 170, 120)], dtype=np.float32)
 _GROUND_COLOURS = _OBJECT_COLOURS[[1, 6, 7]]  # green, brown, grey: also object colours, on purpose
-_DISC, _STRIPED_BOX, _CHECKERED_BOX, _DOTTED_TRIANGLE = 3, 4, 5, 6
-_SHAPES = {_DISC: "disc", _STRIPED_BOX: "box", _CHECKERED_BOX: "box", _DOTTED_TRIANGLE: "triangle"}
+_DISC, _STRIPED_BOX, _DOTTED_TRIANGLE = 3, 4, 5
+_SHAPES = {_DISC: "disc", _STRIPED_BOX: "box", _DOTTED_TRIANGLE: "triangle"}
 _RING = 2.0  # width of the unlabelled ring around objects, in pixels
 
 
@@ -80,9 +79,9 @@ def _shape_field(
     if shape == "disc":
         return size - np.hypot(xx, yy), u, v
     if shape == "triangle":
-        # equilateral, circumradius `size`: three half-planes at distance size/2 from the centre
+        # equilateral, circumradius 1.5 `size` (about a disc's area): three half-planes 0.75 `size` from the centre
         dist = [
-            size / 2 - (xx * np.cos(a) + yy * np.sin(a))
+            0.75 * size - (xx * np.cos(a) + yy * np.sin(a))
             for a in theta + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
         ]
         return np.minimum(np.minimum(dist[0], dist[1]), dist[2]), u, v
@@ -93,15 +92,13 @@ def _texture(kind: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarr
     """Where an object of class ``kind`` takes its second (darker) shade, in its rotated coordinates."""
     if kind == _STRIPED_BOX:
         return (u / period) % 1.0 < 0.5
-    if kind == _CHECKERED_BOX:
-        return (np.floor(u / period) + np.floor(v / period)) % 2 == 1
     if kind == _DOTTED_TRIANGLE:
         return np.hypot((u / period) % 1.0 - 0.5, (v / period) % 1.0 - 0.5) < 0.3  # a dot per texture cell
     return np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)  # solid
 
 
 def _scene(rng: np.random.Generator, short_side: int = DEFAULT_SHORT_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: uint8 image (H, W, 3) and uint8 label (H, W) with values 0..6."""
+    """One scene: uint8 image (H, W, 3) and uint8 label (H, W) with values 0..5."""
     px = short_side / DEFAULT_SHORT_SIDE  # pixel sizes below are given at the default scale
     h, w = short_side, int(rng.integers(short_side, 7 * short_side // 4 + 1))
     if rng.random() < 0.3:  # portrait

@@ -39,7 +39,7 @@ def test_same_seed_same_bytes_and_prefix_stability(tmp_path, synthetic_root):
 def test_layout_sizes_and_label_values(synthetic_root):
     meta = json.loads((synthetic_root / META_FILE).read_text())
     assert meta["num_train"] == 12 and meta["num_val"] == 4 and meta["seed"] == 0
-    counts = np.zeros(7, dtype=np.int64)
+    counts = np.zeros(6, dtype=np.int64)
     for split, n in (("training", 12), ("validation", 4)):
         images = sorted((synthetic_root / "images" / split).glob("*.jpg"))
         labels = sorted((synthetic_root / "annotations" / split).glob("*.png"))
@@ -50,8 +50,8 @@ def test_layout_sizes_and_label_values(synthetic_root):
                 w, h = im.size
             assert min(h, w) == 128 and max(h, w) <= 224  # drawn at the recipe's evaluation scale
             values = read_label(lbl)
-            assert values.shape == (h, w) and values.min() >= 0 and values.max() <= 6
-            counts += np.bincount(values.flatten().numpy(), minlength=7)
+            assert values.shape == (h, w) and values.min() >= 0 and values.max() <= 5
+            counts += np.bincount(values.flatten().numpy(), minlength=6)
     assert (counts > 0).all(), f"every class (and the unlabelled 0) appears: {counts}"
     assert counts[0] < 0.1 * counts.sum()  # the unlabelled rings are thin
 
@@ -77,11 +77,11 @@ def test_classes_differ_by_texture_not_colour(synthetic_root):
 
 def test_dataset_uses_reduce_zero_label(synthetic_root):
     ds = build_dataset(replace(recipe("synthetic").data, root=str(synthetic_root)), "train", transform=None)
-    assert ds.classes == SYNTHETIC_CLASSES and ds.num_classes == 6 and len(ds.palette) == 6
+    assert ds.classes == SYNTHETIC_CLASSES and ds.num_classes == 5 and len(ds.palette) == 5
     stored = read_label(ds.files[0][1])
     _, mask = ds.load_raw(0)
     assert (mask[stored == 0] == 255).all()
-    for v in range(1, 7):
+    for v in range(1, 6):
         assert (mask[stored == v] == v - 1).all()
 
 

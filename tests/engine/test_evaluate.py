@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lemore.engine.train as T
-from lemore.config import load
+from lemore.config import load, recipe
 from lemore.engine import evaluate as E
 
 
@@ -139,7 +139,8 @@ def test_eval_cli_official_checkpoint(synthetic_root, tmp_path):
     from lemore.convert import load_official
     from lemore.data import build_dataset
 
-    ckpt = save_mmseg(tmp_path / "TopFormer-T_synthetic.pth", official_state("topformer_t", num_classes=8))
+    K = recipe("synthetic").data.num_classes
+    ckpt = save_mmseg(tmp_path / "TopFormer-T_synthetic.pth", official_state("topformer_t", num_classes=K))
     sets = ["--set", f"data.root={synthetic_root}", "data.num_workers=0", "train.device=cpu", "data.scale=[128,64]"]
     parser = argparse.ArgumentParser()
     E.add_cli_arguments(parser)
@@ -151,7 +152,7 @@ def test_eval_cli_official_checkpoint(synthetic_root, tmp_path):
 
     cfg = load(dataset="synthetic", overrides={"model.name": "topformer_t", "data.root": str(synthetic_root),
                                                "data.num_workers": 0, "data.scale": (128, 64)})
-    model = load_official(E.build_model(cfg), "topformer_t", ckpt, 8)
+    model = load_official(E.build_model(cfg), "topformer_t", ckpt, K)
     ds = build_dataset(cfg.data, "val")
     direct = E.evaluate(model, E.eval_loader(ds, cfg), cfg, class_names=list(ds.classes))
     assert res["metrics"]["miou"] == pytest.approx(direct["miou"])

@@ -153,7 +153,7 @@ FAULTS: list[Fault] = [
           "exit 1 when the file is loaded: the file, the bad values and the valid ones; " + _UNCHANGED,
           {"argv": ["train", "--set", "data.root={data}", "name=bad_data"], "setup": "label_out_of_range",
            "messages": ["SYN_train_00000003.png: label values out of range for synthetic: 200 "
-                        "(valid stored values: 0-8, 255)"]}),
+                        "(valid stored values: 0-5, 255)"]}),
     Fault("cli-rerun-finished-run", "input", "test_cli_rejects_bad_input",
           "`lemore train` (the same run again, `data.root` moved)",
           "rerunning a finished run with a data root whose validation labels are corrupt",
@@ -207,11 +207,11 @@ FAULTS: list[Fault] = [
            "messages": ["ade20k root", "no-such-folder' does not exist"]}),
     # ------------------------------------------------------------------------------------------ checkpoints
     Fault("eval-other-num-classes", "checkpoint", "test_cli_rejects_bad_input",
-          "`lemore eval --checkpoint model.pt --set data.num_classes=5`", "a checkpoint of another number of classes",
+          "`lemore eval --checkpoint model.pt --set data.num_classes=7`", "a checkpoint of another number of classes",
           "exit 1: the file, the model and every mismatching key with both shapes; " + _UNCHANGED,
-          {"argv": ["eval", "--checkpoint", "{ckpt}", "--set", "data.num_classes=5"],
+          {"argv": ["eval", "--checkpoint", "{ckpt}", "--set", "data.num_classes=7"],
            "messages": ["model.pt' does not fit model LeMoRe", "2 shape mismatches",
-                        "classifier.weight: checkpoint (8, 96, 1, 1) vs model (5, 96, 1, 1)"]}),
+                        "classifier.weight: checkpoint (5, 96, 1, 1) vs model (7, 96, 1, 1)"]}),
     Fault("eval-other-model", "checkpoint", "test_cli_rejects_bad_input",
           "`lemore eval --checkpoint model.pt --set model.name=segformer_b0`", "a checkpoint of another model",
           "exit 1: the file, the model, the missing and the unexpected keys; " + _UNCHANGED,
