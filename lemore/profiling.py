@@ -266,7 +266,7 @@ COMPARE_MODELS: tuple[tuple[str, tuple[int, int]], ...] = (
 )
 COMPARE_REFERENCE = "lraspp_mobilenet_v3_large"  # the ratios' denominator, as in the paper's claim
 #: What is timed. ``labels`` and ``output`` include the network; ``output`` is what earlier runs called it
-#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads it).
+#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads ``labels``).
 OUTPUTS = {
     "logits": "network only: forward_logits, the logits at the decoder stride (1/8; SegFormer 1/4)",
     "labels": "end to end: the (H, W) int64 label map, lemore.predict in eager, the --labels export in ORT "

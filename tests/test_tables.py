@@ -77,7 +77,7 @@ def test_seeds_are_averaged_with_std_and_n(results):
     assert lem["ours: n"] == 1 and math.isnan(lem["miou std (ours)"]) and lem["miou (ours)"] == 31.5
 
 
-def write_latency(results, ratios: dict, setting: str = "ort, 1 thread | output"):
+def write_latency(results, ratios: dict, setting: str = tables.LATENCY_SETTING):
     """A results/benchmarks/latency.json with a summary entry per model (as benchmarks/latency.py writes it)."""
     (results / "benchmarks").mkdir(parents=True, exist_ok=True)
     summary = {setting: {m: {"variant": "fused", "median_ms": 100 * r, "ratio": r} for m, r in ratios.items()}}
