@@ -34,6 +34,7 @@ import yaml
 
 from lemore.config import DATASET_NAMES, ConfigValueError, RunCfg, load, recipe
 from lemore.profiling import write_json_atomic, write_text_atomic
+from lemore.progress import TEXT_ENV as TEXT_PROGRESS_ENV
 
 #: What ``smoke=True`` sets, on top of everything else: a run that exercises every code path in seconds.
 SMOKE: dict[str, Any] = {
@@ -562,16 +563,23 @@ def run_notebook(name: str, out: str | os.PathLike, parameters: dict[str, Any], 
     # declared outputs, so clear it here.
     for stale in out.parent.glob(f".{out.stem}.tmp*.ipynb"):
         stale.unlink(missing_ok=True)
+    text_progress = os.environ.get(TEXT_PROGRESS_ENV)
     try:
         streams = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if stream else {}
         if stream:
             print(f"== {src} -> {out}\n   parameters: {parameters}", flush=True)
+            # papermill streams the notebook's outputs, not widget updates: the kernel (it inherits this
+            # environment) draws progress bars as text lines on its own stderr, this terminal (lemore.progress)
+            os.environ[TEXT_PROGRESS_ENV] = "1"
         pm.execute_notebook(str(src), str(tmp), parameters=parameters, cwd=str(cwd), progress_bar=not stream,
                             kernel_name="python3", **streams)
     except BaseException:
         if tmp.exists():
             os.replace(tmp, out.with_name(f"{out.stem}.failed.ipynb"))
         raise
+    finally:
+        if text_progress is None:
+            os.environ.pop(TEXT_PROGRESS_ENV, None)
     os.replace(tmp, out)
     out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure is superseded
     return out
