@@ -71,7 +71,9 @@ def count_flops(model: nn.Module, input_size: tuple[int, int], by_module: bool =
 
     Returns the total, or ``(total, {module_name: count})`` for the top-level children if ``by_module``.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # importing fvcore.nn scripts its focal loss: torch's jit.script deprecation
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()
@@ -266,7 +268,7 @@ COMPARE_MODELS: tuple[tuple[str, tuple[int, int]], ...] = (
 )
 COMPARE_REFERENCE = "lraspp_mobilenet_v3_large"  # the ratios' denominator, as in the paper's claim
 #: What is timed. ``labels`` and ``output`` include the network; ``output`` is what earlier runs called it
-#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads ``labels``).
+#: (Table 1's latency ratio, lemore.tables.LATENCY_SETTING, reads ``logits``).
 OUTPUTS = {
     "logits": "network only: forward_logits, the logits at the decoder stride (1/8; SegFormer 1/4)",
     "labels": "end to end: the (H, W) int64 label map, lemore.predict in eager, the --labels export in ORT "

@@ -115,7 +115,6 @@ def test_two_nodes_of_one_process_train_as_one_world(tiny_cfg, tmp_path, subproc
     assert len(load_checkpoint(run_dir / "last.pt")["rng"]) == 2  # both ranks' RNG states, for exact resume
 
 
-@pytest.mark.slow
 def test_two_nodes_of_one_process_equal_one_node_of_two(tiny_cfg, tmp_path, subprocess_env):
     """Same seed, same global batch (8 = 2 processes x 2 accumulation steps x 2), CPU, gloo."""
     env = {**subprocess_env, "OMP_NUM_THREADS": "1"}
