@@ -63,6 +63,10 @@ def chance_miou(ds) -> dict[str, float]:
             (("uniform", uniform), ("prior", by_prior), ("majority", majority))}
 
 
+#: The training settings a result records (and the recipe check of ``--recipe-from`` compares).
+TRAIN_KEYS = ("iters", "batch_size", "lr", "weight_decay", "warmup_iters", "seed")
+
+
 def run(model: str, overrides: list[str], scale: int = 1) -> dict:
     """Train ``model`` with the synthetic recipe (iterations x ``scale``); its metrics, minutes and config."""
     base = ["train.device=cpu", "wandb=disabled", f"model.name={model}", *overrides]
@@ -78,7 +82,7 @@ def run(model: str, overrides: list[str], scale: int = 1) -> dict:
             "minutes": round((time.perf_counter() - t0) / 60, 2), "miou": m["miou"], "aacc": m["aacc"],
             "macc": m["macc"], "per_class_iou": m["per_class_iou"],
             "train": {k: v for k, v in result["config"]["train"].items()
-                      if k in ("iters", "batch_size", "lr", "weight_decay", "warmup_iters", "seed")}}
+                      if k in TRAIN_KEYS}}
 
 
 def committed_run(model: str, metrics_dir: Path, overrides: list[str]) -> dict:
@@ -90,14 +94,13 @@ def committed_run(model: str, metrics_dir: Path, overrides: list[str]) -> dict:
     result = json.loads(files[-1].read_text())
     want = load(dataset="synthetic", overrides=["train.device=cpu", f"model.name={model}", *overrides]).train
     got = result["config"]["train"]
-    diff = {k: (got.get(k), v) for k, v in vars(want).items()
-            if k in ("iters", "batch_size", "lr", "weight_decay", "warmup_iters", "seed") and got.get(k) != v}
+    diff = {k: (got.get(k), getattr(want, k)) for k in TRAIN_KEYS if got.get(k) != getattr(want, k)}
     if diff:
         raise SystemExit(f"{files[-1]}: not the synthetic recipe (key: (file, recipe)) {diff}")
     m = result["metrics"]
     return {"run_name": result["run_name"], "run_dir": str(files[-1]), "iters": got["iters"], "minutes": None,
             "miou": m["miou"], "aacc": m["aacc"], "macc": m["macc"], "per_class_iou": m["per_class_iou"],
-            "train": {k: got[k] for k in ("iters", "batch_size", "lr", "weight_decay", "warmup_iters", "seed")},
+            "train": {k: got[k] for k in TRAIN_KEYS},
             "from": str(files[-1])}
 
 
