@@ -303,6 +303,8 @@ def test_the_proxy_study_is_its_own_pipeline():
     for m in params["models"] + params["ablation_models"]:
         launch.check_choices(model=m)
     assert set(params["finetune"]) <= notebook_parameter_names("finetune")
+    proxy = load(dataset="synthetic", overrides=params["finetune"]["overrides"])
+    assert tuple(proxy.data.ratio_range) == (0.5, 2.0) != tuple(load(dataset="synthetic").data.ratio_range)
     assert set(params["report"]) <= notebook_parameter_names("proxy")
     with Repo(str(ROOT)) as repo:
         stages = [s for s in repo.index.stages if s.path_in_repo == "studies/proxy/dvc.yaml"]
