@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export WANDB_SILENT := true
 
-.PHONY: setup test test-all demo bench profile gpu-check clean
+.PHONY: setup test test-all demo bench bench-engine profile gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ demo: setup
 # (`python benchmarks/latency.py --help`). PYTHONPATH: this checkout's package even with another checkout's venv.
 bench: setup
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/latency.py $(BENCH_ARGS)
+
+# The training engine against the model alone, every model, the synthetic and the CamVid recipe, 2 threads: what
+# share of `python -m lemore train` is the model (goal >= 0.9), and of an evaluation pass; rewrites
+# results/benchmarks/engine_throughput.{json,md}, which name the machine. About 8 minutes on 2 cores. CamVid from
+# $LEMORE_DATA/CamVid, else a stand-in of the same layout and sizes (BENCH_ARGS="--camvid-root DIR" to point at it).
+bench-engine: setup
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/engine_throughput.py $(BENCH_ARGS)
 
 # One CUDA GPU, at most 8 minutes: the engine's GPU paths measured (AMP, channels_last, NCCL + SyncBatchNorm,
 # GPU vs CPU evaluation, latency, data loading) -> results/benchmarks/gpu.{json,md}. Where the environment is

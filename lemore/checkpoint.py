@@ -209,6 +209,52 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     return dict(obj)
 
 
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, *, config: Mapping[str, Any],
+                 half: bool = True, **metadata: str) -> Path:
+    """Write a model's weights as ``.safetensors`` (no pickle) with its training config in the metadata, atomically.
+
+    ``half``: tensors of two or more dimensions (convolution and linear weights, view matrices) are stored in float16,
+    one-dimensional ones (biases, BatchNorm scales and statistics) and integer buffers as they are; loading into the
+    float32 model converts them back. Enough is recorded to rebuild the model: ``config`` (``RunCfg.to_dict()``) goes
+    into the metadata as JSON (:func:`read_weights_config`), with ``metadata``'s other strings.
+    """
+    import json
+
+    from safetensors.torch import save
+
+    def stored(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().cpu()
+        t = t.half() if half and t.is_floating_point() and t.ndim >= 2 else t
+        return t.contiguous()  # a model trained in channels_last keeps that layout in its state dict
+
+    tensors = {k: stored(v) for k, v in state_dict.items()}
+    meta = {"format": "lemore", "config": json.dumps(config), "dtype": "float16 (ndim >= 2)" if half else "as trained",
+            **{k: str(v) for k, v in metadata.items()}}
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def read_weights_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training config stored in a ``.safetensors`` file by :func:`save_weights`; None if it has none."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {str(path)!r}: truncated or corrupt ({e})") from None
+    if "config" not in meta:
+        return None
+    try:
+        return json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(path)!r}: its metadata 'config' is not valid JSON ({e})") from None
+
+
 def load_state_dict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],

@@ -57,6 +57,7 @@ DEFAULT_SUBDIRS = {
     "pascal_context": "VOCdevkit/VOC2010",
     "pascal_context_59": "VOCdevkit/VOC2010",
     "coco_stuff": "coco_stuff10k",
+    "camvid": "CamVid",
     "imagenet": "imagenet",
     "synthetic": "synthetic",
 }
@@ -77,6 +78,7 @@ class DataCfg:
     eval_stride: tuple[int, int] = (85, 85)
     eval_size_divisor: int = 0  # > 0: "whole" evaluation rounds the resized image up to a multiple (peers: 32)
     num_workers: int = 2
+    cache_gb: float = 2.0  # training / evaluation splits whose decoded images fit are decoded once, held in memory
 
     def resolved_root(self) -> Path:
         """The dataset folder: ``root`` if set, else ``$LEMORE_DATA/<standard sub-folder>``."""
@@ -193,6 +195,15 @@ def _recipe_table() -> dict[str, RunCfg]:
         # scenes are drawn at the evaluation scale, with objects of many sizes, and LeMoRe learned faster without
         # it (1200 iterations: 86.93 mIoU with the paper's 0.5-2.0, 89.34 with 0.75-1.5, 90.18 with 1.0;
         # results/benchmarks/synthetic_ratio_range.json).
+        # CamVid at 360x480 (SegNet's 11 classes), trained from scratch on the 367 training images: the project's
+        # real-image study on CPU (README, "CamVid"), the same recipe for every model. Chosen on val by the search in
+        # results/camvid/search/ (crop, batch, lr, schedule, random resize); evaluation on the whole 360x480 image.
+        "camvid": RunCfg(
+            data=DataCfg(dataset="camvid", num_classes=11, crop_size=(256, 256), scale=(480, 360),
+                         ratio_range=(0.5, 2.0), eval_mode="whole", num_workers=2),
+            train=TrainCfg(iters=2000, batch_size=8, lr=2e-3, warmup_iters=100, eval_interval=250,
+                           ckpt_interval=250, log_interval=50),
+        ),
         "synthetic": RunCfg(
             data=DataCfg(ratio_range=(1.0, 1.0)),
             train=TrainCfg(iters=1200, batch_size=8, lr=2e-3, warmup_iters=60, eval_interval=400,
@@ -468,6 +479,9 @@ def validate(cfg: RunCfg) -> None:
         raise ConfigValueError(f"train.head_lr_mult={t.head_lr_mult} must be a finite number > 0")
     if not 0 <= t.momentum < 1:
         raise ConfigValueError(f"train.momentum={t.momentum} must be in [0, 1)")
+    if not (math.isfinite(d.cache_gb) and d.cache_gb >= 0):
+        raise ConfigValueError(f"data.cache_gb={d.cache_gb} must be a finite number >= 0 (0: decode every sample "
+                               "from its file each time)")
     if d.eval_size_divisor < 0:
         raise ConfigValueError(f"data.eval_size_divisor={d.eval_size_divisor} must be >= 0 (0: off)")
     for key, v in (("train.iters", t.iters), ("train.batch_size", t.batch_size), ("train.accum_steps", t.accum_steps),
@@ -489,7 +503,7 @@ def to_yaml(cfg: RunCfg) -> str:
 #: Keys added to the config after runs were first saved, with the value that reproduces what a run without them did.
 #: A saved config (checkpoint, config.yaml) that lacks one is read with this value, not with today's recipe's.
 ADDED_KEYS: dict[str, Any] = {"train.optimizer": "adamw", "train.momentum": 0.9, "train.head_lr_mult": 1.0,
-                              "train.norm_bias_decay": False, "data.eval_size_divisor": 0}
+                              "train.norm_bias_decay": False, "data.eval_size_divisor": 0, "data.cache_gb": 2.0}
 
 
 def saved_overrides(d: dict[str, Any]) -> dict[str, Any]:

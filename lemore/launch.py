@@ -303,7 +303,8 @@ def run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def finetune(cfg: RunCfg, *, gpus: int = 1, results_dir: str | os.PathLike | None = "results/metrics",
-             nodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "", rdzv_id: str = "") -> Path:
+             nodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "", rdzv_id: str = "",
+             retrain_finished: bool = False) -> Path:
     """Fine-tune and evaluate ``cfg``; returns the run directory (``config.yaml``, ``model.pt``, ``metrics.json``).
 
     ``gpus == 1`` on one node: ``lemore.engine.train.train`` in this process (CUDA if present, else CPU).
@@ -311,15 +312,18 @@ def finetune(cfg: RunCfg, *, gpus: int = 1, results_dir: str | os.PathLike | Non
     engine splits the global batch over ``nodes x gpus`` processes). Several nodes: call this on every node with
     its ``node_rank``; the run directory must be on a filesystem all nodes share (rank 0 writes checkpoints, every
     rank reads ``last.pt`` to resume). The final metrics also go to ``<results_dir>/<run name>.json``.
+    ``retrain_finished``: a run already trained to its end in the run directory is trained again from scratch (an
+    unfinished one resumes); see ``train(restart_finished=...)``.
     """
     check_choices(gpus=gpus, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     show_logs()
     if gpus == 1 and nodes == 1:
         from lemore.engine.train import train
 
-        return train(cfg, results_dir=results_dir)
-    run_streaming(torchrun_command(cfg, gpus, results_dir, nodes=nodes, node_rank=node_rank,
-                                   rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id))
+        return train(cfg, results_dir=results_dir, restart_finished=retrain_finished)
+    cmd = torchrun_command(cfg, gpus, results_dir, nodes=nodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                           rdzv_id=rdzv_id)
+    run_streaming(cmd + (["--restart-finished"] if retrain_finished else []))
     return Path(cfg.out_dir) / cfg.run_name(nodes * gpus)
 
 

@@ -143,3 +143,29 @@ def test_all_reduce_without_process_group_is_a_noop():
     cm.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
     cm.all_reduce()
     assert int(cm.mat.sum()) == 2
+
+
+def test_update_equals_the_boolean_index_formulation():
+    """The extra-bin bincount gives the matrix of the textbook formulation (drop ignored pixels, then count)."""
+    g = torch.Generator().manual_seed(0)
+    for k in (2, 11, 150):
+        target = torch.randint(0, k, (3, 37, 53), generator=g)
+        target[torch.rand(target.shape, generator=g) < 0.2] = 255
+        pred = torch.randint(0, k, target.shape, generator=g)
+        cm = ConfusionMatrix(k)
+        cm.update(target, pred)
+        keep = target != 255
+        expected = torch.bincount(k * target[keep] + pred[keep], minlength=k * k).reshape(k, k)
+        assert torch.equal(cm.mat, expected)
+    cm = ConfusionMatrix(3)
+    cm.update(torch.full((4, 4), 255), torch.zeros(4, 4, dtype=torch.int64))  # all ignored: nothing counted
+    assert cm.mat.sum() == 0
+
+
+def test_max_indices_is_argmax():
+    """The evaluator takes ``logits.max(1).indices`` (faster on CPU): the first maximum, as argmax, ties included."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 11, 37, 53, generator=g)
+    x[:, 4] = x[:, 7]  # exact ties between two classes everywhere
+    x[0, :, :5] = 0.0  # and among all of them
+    assert torch.equal(x.max(1).indices, x.argmax(1))

@@ -6,6 +6,7 @@ source.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from lemore.cli import main as cli
 from lemore.models.lemore import ABLATION_ROWS
 from lemore.paper import load_table
 from lemore.profiling import count_flops, profile_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PARAMS_TOL, FLOPS_TOL = 0.03, 0.05
 SWITCHES = ["transverse", "frontal", "lateral", "channel_attention", "nested_attention"]
@@ -166,3 +169,26 @@ def test_profile_cli_writes_table_and_protocol(tmp_path, capsys):
 def test_profile_cli_unknown_model():
     with pytest.raises(SystemExit, match="unknown model"):
         cli(["profile", "--models", "lemore_big"])
+
+
+def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
+    """benchmarks/engine_throughput.py at its smallest: the real train() twice and the bare step, on a CamVid
+    stand-in in the real layout and sizes; the results name the machine and hold a ratio per (recipe, model)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("engine_throughput", ROOT / "benchmarks" / "engine_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root = bench.camvid_standin(tmp_path / "CamVid", n_train=8, n_val=2)
+    from lemore.data.camvid import CamVid
+
+    assert len(CamVid(root, "train")) == 8 and CamVid(root, "val")[0][0].shape == (3, 360, 480)
+    assert bench.main(["--recipes", "camvid", "--models", "topformer_t", "--threads", "1", "--model-steps", "1",
+                       "--first", "1", "--target-seconds", "0", "--eval-images", "1", "--camvid-root", str(root),
+                       "--out-dir", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "engine_throughput.json").read_text())
+    (row,) = result["rows"]
+    assert row["model"] == "topformer_t" and row["engine_iters"] == [1, 11] and row["ratio"] > 0
+    assert 0 <= row["eval"]["outside_model"] < 1 and result["protocol"]["cpu"]
+    assert "| camvid | topformer_t |" in (tmp_path / "out" / "engine_throughput.md").read_text()

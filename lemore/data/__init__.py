@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from lemore.config import DataCfg
 from lemore.data.ade20k import ADE20K
 from lemore.data.base import IGNORE_INDEX, SegDataset
+from lemore.data.camvid import CamVid
 from lemore.data.cityscapes import Cityscapes
 from lemore.data.coco_stuff import COCOStuff10k
 from lemore.data.imagenet import ImageNet
@@ -39,10 +40,11 @@ DATASETS: dict[str, type[SegDataset | ImageNet]] = {
     "pascal_context": PascalContext,
     "pascal_context_59": PascalContext59,
     "coco_stuff": COCOStuff10k,
+    "camvid": CamVid,
     "imagenet": ImageNet,
     "synthetic": Synthetic,
 }
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")  # "test" where the dataset has one (CamVid)
 
 
 class _FromCfg:
@@ -55,15 +57,19 @@ class _FromCfg:
 FROM_CFG: Any = _FromCfg()
 
 
-def build_dataset(cfg: DataCfg, split: str, *, transform: Callable[..., Any] | None = FROM_CFG) -> Dataset:
+def build_dataset(cfg: DataCfg, split: str, *, transform: Callable[..., Any] | None = FROM_CFG,
+                  cache: bool = False) -> Dataset:
     """The dataset named by ``cfg.dataset`` at ``cfg.resolved_root()``, with its pipeline.
 
     Args:
         cfg: the run's data config (dataset, root, num_classes, crop_size, scale, ratio_range, cat_max_ratio,
             eval_mode).
-        split: "train" (training pipeline) or "val" (evaluation pipeline).
+        split: "train" (training pipeline), "val" or "test" (evaluation pipeline; "test" only for datasets whose
+            layout has a test split with labels, e.g. CamVid).
         transform: overrides the pipeline; None returns raw samples (uint8 image, int64 mask; for ImageNet the
             uint8 image and the class index).
+        cache: decode the whole split now and hold it in memory if it fits in ``cfg.cache_gb`` GiB
+            (:meth:`SegDataset.cache_in_memory`; what training and its evaluations read again and again).
 
     Returns:
         A :class:`SegDataset` yielding (float32 image (3, H, W), int64 mask (H, W)), or for "imagenet" an
@@ -76,23 +82,26 @@ def build_dataset(cfg: DataCfg, split: str, *, transform: Callable[..., Any] | N
     """
     if cfg.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose from {sorted(DATASETS)}")
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose from {list(SPLITS)}")
     root = cfg.resolved_root()
     if cfg.dataset == "synthetic":
         ensure_synthetic(root)
+    cls = DATASETS[cfg.dataset]
+    if split not in getattr(cls, "SPLITS", {"train": "", "val": ""}):
+        raise DatasetError(f"unknown split {split!r} for {cfg.dataset}; choose from {sorted(cls.SPLITS)}")
     train = split == "train"
     if transform is FROM_CFG:
         if cfg.dataset == "imagenet":
             transform = imagenet_train_transform() if train else imagenet_eval_transform()
         else:
             transform = train_transform(cfg) if train else eval_transform(cfg)
-    ds = DATASETS[cfg.dataset](root, split, transform=transform)
+    ds = cls(root, split, transform=transform)
     if ds.num_classes != cfg.num_classes:
         raise DatasetError(
             f"data.num_classes={cfg.num_classes} but {cfg.dataset} at {root} has {ds.num_classes} "
             f"classes; set data.num_classes={ds.num_classes}"
         )
+    if cache and isinstance(ds, SegDataset):
+        ds.cache_in_memory(int(cfg.cache_gb * 2**30))
     return ds
 
 

@@ -27,6 +27,7 @@ OFFICIAL_COUNTS = {
     "pascal_context": {"train": 4996, "val": 5104},
     "pascal_context_59": {"train": 4996, "val": 5104},
     "coco_stuff": {"train": 9000, "val": 1000},
+    "camvid": {"train": 367, "val": 101, "test": 233},
     "imagenet": {"train": 1_281_167, "val": 50_000},
 }
 
@@ -160,7 +161,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--root", default="", help="dataset folder (default: $LEMORE_DATA/<standard sub-folder>)"
     )
-    check.add_argument("--split", nargs="+", default=["train", "val"], choices=["train", "val"])
+    check.add_argument("--split", nargs="+", default=None, choices=["train", "val", "test"],
+                       help="default: train and val, and test where the dataset has one and it is there (CamVid)")
     check.add_argument("--limit", type=int, default=None, help="check only the first N pairs of each split")
     check.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     synth = sub.add_parser("synth", help="generate the synthetic dataset (skipped when complete)")
@@ -176,10 +178,27 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     coco.add_argument("--out", default=None, help="output folder (default: src)")
 
 
+def default_splits(name: str, root: Path) -> tuple[str, ...]:
+    """train and val, and test where the dataset's layout has one and its folder is there (CamVid's test split is
+    often held out, so a tree without it is complete)."""
+    from lemore.data import DATASETS
+
+    cls = DATASETS[name]
+    has_test = "test" in getattr(cls, "SPLITS", ()) and (root / cls.SPLITS["test"]).is_dir()
+    return ("train", "val", "test") if has_test else ("train", "val")
+
+
 def _cli_check(args: argparse.Namespace) -> int:
+    from lemore.data import DATASETS
+
     root = DataCfg(dataset=args.dataset, root=args.root).resolved_root()
     torch.set_num_threads(1)
-    reports = check_dataset(args.dataset, root, tuple(args.split), limit=args.limit, workers=args.workers)
+    splits = tuple(args.split) if args.split else default_splits(args.dataset, root)
+    for split in splits:
+        if split not in DATASETS[args.dataset].SPLITS:
+            print(f"error: {args.dataset} has no {split!r} split; choose from {sorted(DATASETS[args.dataset].SPLITS)}")
+            return 1
+    reports = check_dataset(args.dataset, root, splits, limit=args.limit, workers=args.workers)
     print(f"{args.dataset} at {root}")
     official = OFFICIAL_COUNTS.get(args.dataset, {})
     for r in reports:

@@ -29,7 +29,7 @@ Scenes are drawn at the scale the synthetic recipe evaluates: the short side is 
 the long side up to 1.75 times that, which the recipe's test-time ``Resize(scale=(256, 128), keep_ratio=True)``
 leaves as they are, so the metric is computed on the images as drawn; the recipe trains at that scale too (no
 random resize: objects of many sizes are drawn already). Texture periods are 12-20 pixels (at 128), so that
-even the paper's smallest training scale (random resize ratio 0.5, which the proxy study keeps) leaves at least
+even the paper's smallest training scale (random resize ratio 0.5, which an override can bring back) leaves at least
 3 pixels per stripe, dot or square for networks whose first layer has stride 2 or 4, rather than aliasing them
 away.
 

@@ -130,11 +130,20 @@ def inference(model: nn.Module, image: torch.Tensor, cfg: RunCfg, out_size: Sequ
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def eval_loader(ds: Dataset, cfg: RunCfg, rank: int = 0, world_size: int = 1) -> DataLoader:
+def eval_loader(ds: Dataset, cfg: RunCfg, rank: int = 0, world_size: int = 1,
+                device: torch.device | str | None = None) -> DataLoader:
     """Batch-1 loader over this rank's shard ``range(rank, len(ds), world_size)``. Batch 1 because validation
-    images keep their own size (and labels their original size); the shard has no padding duplicates."""
+    images keep their own size (and labels their original size); the shard has no padding duplicates. On CPU the
+    workers follow :func:`lemore.engine.train.loader_workers` (none for a split held in memory)."""
+    from lemore.engine.train import loader_workers
+
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    base = ds
+    while hasattr(base, "dataset"):  # a Subset of a dataset
+        base = base.dataset
+    workers = loader_workers(cfg.data.num_workers, device, cached=bool(getattr(base, "cached", False)))
     return DataLoader(ds, batch_size=1, sampler=list(range(rank, len(ds), world_size)),
-                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
+                      num_workers=workers, pin_memory=device.type == "cuda",
                       # own generator: iterating must not consume the global RNG (exact resume of training)
                       generator=torch.Generator())
 
@@ -191,7 +200,7 @@ def evaluate(
             mask = mask.to(device, non_blocking=True)  # (B, H, W)
             with autocast:
                 logits = inference(model, image, cfg, out_size=mask.shape[-2:])  # (B, K, H, W)
-            cm.update(mask, logits.argmax(1))
+            cm.update(mask, logits.max(1).indices)  # = argmax(1) (the first maximum), 5x faster on CPU
             n_images += image.shape[0]
             n_batches += 1
             maybe_fault("eval", n_batches)  # tests: a kill in the middle of an evaluation (lemore.faults)
@@ -283,12 +292,15 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config (with --checkpoint)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set data.root=/data/ade data.eval_mode=slide (repeatable)")
-    p.add_argument("--out", type=Path, help="results JSON (default: <run dir or checkpoint dir>/eval.json)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"),
+                   help="the split to evaluate, where the dataset's layout has it (test: CamVid); default val")
+    p.add_argument("--out", type=Path, help="results JSON (default: <run dir or checkpoint dir>/eval.json, "
+                                            "eval_<split>.json for another split)")
     p.add_argument("--results-dir", type=Path, help="also write <results-dir>/<run name>.json")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from lemore.checkpoint import load_checkpoint, load_state_dict, load_weights
+    from lemore.checkpoint import load_checkpoint, load_state_dict, load_weights, read_weights_config
     from lemore.config import load, saved_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -309,8 +321,11 @@ def cli_main(args: argparse.Namespace) -> int:
         out_dir = args.run_dir
     else:
         ckpt, out_dir = args.checkpoint, args.checkpoint.parent
-        obj = load_checkpoint(ckpt)
-        saved = obj.get("config") if isinstance(obj, dict) else None
+        if ckpt.suffix == ".safetensors":  # weights exported by save_weights: the config is in the metadata
+            saved = read_weights_config(ckpt)
+        else:
+            obj = load_checkpoint(ckpt)
+            saved = obj.get("config") if isinstance(obj, dict) else None
         if args.config is not None or saved is None or (args.dataset and args.dataset != saved["data"]["dataset"]):
             # no usable config in the file (a bare state dict) or another dataset asked for: the recipe
             cfg = load(args.config, dataset=args.dataset, overrides=args.set)
@@ -319,13 +334,15 @@ def cli_main(args: argparse.Namespace) -> int:
     model = build_model(cfg)
     load_state_dict(model, load_weights(ckpt), source=str(ckpt))
     run_name = cfg.run_name() if args.run_dir is None else args.run_dir.name
-    return _evaluate_and_write(model, cfg, args, args.out or out_dir / "eval.json", run_name, str(ckpt))
+    default_out = out_dir / ("eval.json" if args.split == "val" else f"eval_{args.split}.json")
+    return _evaluate_and_write(model, cfg, args, args.out or default_out, run_name, str(ckpt))
 
 
 def _evaluate_and_write(model: nn.Module, cfg: RunCfg, args: argparse.Namespace, out: Path, run_name: str,
                         checkpoint: str, **extra: Any) -> int:
     from lemore.checkpoint import check_writable
     from lemore.data import build_dataset
+    from lemore.data.transforms import eval_transform
     from lemore.tracking import write_results
 
     check_writable(out.parent, "output folder")  # before the evaluation, not after it
@@ -333,10 +350,14 @@ def _evaluate_and_write(model: nn.Module, cfg: RunCfg, args: argparse.Namespace,
         check_writable(args.results_dir, "results folder")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     model.to(device)
-    ds = build_dataset(cfg.data, "val")
-    metrics = evaluate(model, eval_loader(ds, cfg), cfg, device=device, class_names=list(ds.classes), progress=True)
+    # Every split through the evaluation pipeline (the training split too: whole image, no augmentation).
+    ds = build_dataset(cfg.data, args.split, transform=eval_transform(cfg.data))
+    metrics = evaluate(model, eval_loader(ds, cfg, device=device), cfg, device=device, class_names=list(ds.classes),
+                       progress=True)
+    print(f"{cfg.data.dataset} {args.split} ({len(ds)} images):")
     print(format_metrics(metrics))
-    payload = dict(run_name=run_name, config=cfg.to_dict(), metrics=metrics, checkpoint=checkpoint, **extra)
+    payload = dict(run_name=run_name, config=cfg.to_dict(), metrics=metrics, checkpoint=checkpoint,
+                   split=args.split, **extra)
     out = write_results(out, **payload)
     log.info("wrote %s", out)
     if args.results_dir is not None:

@@ -68,6 +68,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -105,11 +106,11 @@ log = logging.getLogger("lemore")
 
 #: Config keys that may differ when a run is resumed: they change how the run is watched, not what it computes.
 RESUMABLE_KEYS = ("train.eval_interval", "train.ckpt_interval", "train.log_interval", "train.device",
-                  "data.num_workers", "data.root", "wandb", "out_dir", "name")
+                  "data.num_workers", "data.cache_gb", "data.root", "wandb", "out_dir", "name")
 
 
 def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
-          results_dir: str | os.PathLike | None = None) -> Path:
+          results_dir: str | os.PathLike | None = None, restart_finished: bool = False) -> Path:
     """Train ``cfg.model.name`` on ``cfg.data.dataset`` with ``cfg.train``'s schedule; resume if interrupted.
 
     Args:
@@ -117,6 +118,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         run_dir: where the run lives; default ``<cfg.out_dir>/<run name>``. An existing ``last.pt`` there is
             resumed.
         results_dir: if given, the final metrics JSON is also written to ``<results_dir>/<run name>.json``.
+        restart_finished: a run in ``run_dir`` that was trained to its last iteration is trained again from scratch
+            (its files replaced once the preflight has passed) instead of being left as it is; an unfinished run
+            still resumes. What a pipeline wants when it reruns a stage because its code or parameters changed.
 
     Returns:
         The run directory.
@@ -149,6 +153,10 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         ckpt_path = run_dir / "last.pt"
         cfg_dict = cfg.to_dict()
         resume = read_resume_checkpoint(ckpt_path, cfg_dict)
+        restart = resume is not None and restart_finished and int(resume["iteration"]) >= t.iters
+        if restart:
+            log.info("%s was trained to the end before: training it again from scratch (restart_finished)", run_dir)
+            resume = None
         if resume is not None and finished(run_dir, resume, t.iters, run_name, results_dir):
             # Rerunning a finished run changes nothing (a new data.root would otherwise re-evaluate it in place).
             log.info("%s is finished (delete its metrics.json to evaluate it again)", run_dir)
@@ -170,8 +178,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         # ---------------------------------------------------------------------------------------------- data
         from lemore.data import build_dataset
 
-        train_ds = build_dataset(cfg.data, "train")
-        val_ds = build_dataset(cfg.data, "val")
+        train_ds = build_dataset(cfg.data, "train", cache=True)  # decoded once when it fits in data.cache_gb
+        val_ds = build_dataset(cfg.data, "val", cache=True)
         if train_ds.num_classes != cfg.data.num_classes:
             raise ConfigValueError(f"data.num_classes={cfg.data.num_classes} but {cfg.data.dataset} has "
                                    f"{train_ds.num_classes} classes")
@@ -182,9 +190,10 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                                    f"each of {world} processes; lower train.batch_size")
         start_iter = int(resume["iteration"]) if resume is not None else 0
         batches = train_batches(train_ds, micro, seed=t.seed, rank=rank, world_size=world,
-                                start_step=start_iter * t.accum_steps, num_workers=cfg.data.num_workers,
+                                start_step=start_iter * t.accum_steps,
+                                num_workers=loader_workers(cfg.data.num_workers, device),
                                 pin_memory=device.type == "cuda")
-        val_loader = eval_loader(val_ds, cfg, rank, world)
+        val_loader = eval_loader(val_ds, cfg, rank, world, device=device)
         vis_indices = list(range(min(4, len(val_ds))))
 
         # --------------------------------------------------------------------------------------------- model
@@ -217,6 +226,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         if master:
             # A read-only, mistyped or full folder fails now, not when the first checkpoint is due. Room for
             # last.pt (weights + two AdamW moments), its temp copy while it is replaced, and model.pt.
+            if restart:  # the preflight passed: the earlier run's files go now, none is mixed into the new run
+                shutil.rmtree(run_dir)
             check_writable(run_dir, "run directory")
             if results_dir is not None:
                 check_writable(results_dir, "results folder")
@@ -250,7 +261,11 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                                      run_name=run_name, world_size=world, rng=rng, wandb_id=tracker.run_id,
                                      pretrained=pretrained, metrics_offset=tracker.offset()), ckpt_path)
 
+        # this process's share of the run: the loop's seconds, of which waiting for data, and the evaluations'
+        timing = {"iterations": 0, "loop_s": 0.0, "data_wait_s": 0.0, "eval_s": 0.0, "evaluations": 0}
+
         def run_eval(iteration: int) -> dict[str, Any]:
+            t_eval = time.perf_counter()
             sync_buffers(raw_model, env.ddp)  # every rank evaluates rank 0's BatchNorm statistics
             metrics = evaluate(raw_model, val_loader, cfg, device=device, class_names=class_names,
                                amp_dtype=amp_dtype, memory_format=memory_format)
@@ -264,6 +279,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                 tracker.log_images("val/predictions", prediction_strips(raw_model, val_ds, cfg, vis_indices, device),
                                    step=iteration, captions=[f"val #{i}: image | truth | prediction"
                                                              for i in vis_indices])
+            timing["eval_s"] += time.perf_counter() - t_eval
+            timing["evaluations"] += 1
             return metrics
 
         # -------------------------------------------------------------------------------------- training loop
@@ -280,13 +297,17 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         it = start_iter
         loss_window: list[float] = []
         t_last, it_last = time.perf_counter(), it
+        t_loop = t_last
+        data_wait = 0.0  # seconds spent in next(batches) since the last log line
         while it < t.iters:
             lr = lr_at(it, t)
             for group in optimizer.param_groups:  # the head's groups: lr_mult = train.head_lr_mult
                 group["lr"] = lr_at(it, t, group.get("lr_mult", 1.0))
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(t.accum_steps):
+                t_data = time.perf_counter()
                 images, masks = next(batches)
+                data_wait += time.perf_counter() - t_data  # the loop waiting for its data (mmseg's data_time)
                 images = images.to(device, non_blocking=True, memory_format=memory_format)  # (b, 3, H, W)
                 masks = masks.to(device, non_blocking=True)  # (b, H, W) int64, 255 = ignore
                 if env.ddp:  # all-reduce gradients only on the last micro-batch (nanoGPT)
@@ -319,9 +340,11 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                 mean_loss = sum(loss_window) / len(loss_window)
                 pbar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 tracker.log({"train/loss": mean_loss, "train/lr": lr, "train/iter_per_s": ips,
-                             "train/img_per_s": ips * t.batch_size,
+                             "train/img_per_s": ips * t.batch_size, "train/data_wait": data_wait / max(dt, 1e-9),
                              "train/epoch": it * t.accum_steps / steps_per_epoch}, step=it)
                 loss_window.clear()
+                timing["data_wait_s"] += data_wait
+                data_wait = 0.0
                 t_last, it_last = time.perf_counter(), it
             if it % t.eval_interval == 0 and it < t.iters:
                 run_eval(it)
@@ -329,15 +352,20 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             if it % t.ckpt_interval == 0 or it == t.iters:
                 checkpoint(it)
         pbar.close()
+        timing["iterations"] = it - start_iter
+        timing["loop_s"] = time.perf_counter() - t_loop - timing["eval_s"]  # evaluations on the way left out
 
         # ------------------------------------------------------------------------------------- final results
         metrics = run_eval(t.iters)
         if master:
             save_checkpoint(dict(model=raw_model.state_dict(), config=cfg_dict, run_name=run_name,
                                  iteration=t.iters), run_dir / "model.pt")
+            tracker.offset()  # flushes metrics.jsonl, whose val/* lines are the learning curve
             payload = dict(run_name=run_name, config=cfg_dict, metrics=metrics, iteration=t.iters,
                            world_size=world, params_m=n_params / 1e6, pretrained=pretrained,
-                           checkpoint=str(run_dir / "model.pt"))
+                           checkpoint=str(run_dir / "model.pt"), curve=read_curve(run_dir / "metrics.jsonl"),
+                           timing={**timing, "resumed_at": start_iter, "device": str(device),
+                                   "threads": torch.get_num_threads()})
             write_results(run_dir / "metrics.json", **payload)
             if results_dir is not None:
                 write_results(Path(results_dir) / f"{run_name}.json", **payload)
@@ -363,6 +391,25 @@ def cpu_channels_last(model_name: str, num_classes: int) -> bool:
     """Whether ``model_name`` with ``num_classes`` logits trains in channels_last on CPU (with
     ``train.channels_last`` on): a fixed table from measurements, so the choice never depends on timing at start."""
     return num_classes <= CPU_CHANNELS_LAST.get(model_name.split("_", 1)[0], 0)
+
+
+def loader_workers(requested: int, device: torch.device, cached: bool = False) -> int:
+    """DataLoader worker processes for ``data.num_workers = requested`` on ``device``.
+
+    On CUDA, as requested. On CPU the workers share the cores with the compute threads (``torch.get_num_threads()``),
+    and a worker that takes a core from a thread stalls every parallel region of the step. So at most the cores the
+    threads leave free, and at least one (which overlaps the data with the step); 0 for a split held in memory whose
+    samples need no augmentation (evaluation: a worker would only add its start-up). ``python
+    benchmarks/engine_throughput.py`` (2 cores, 2 threads, LeMoRe, synthetic recipe): 0.94 of the model-only step's
+    rate with 0 workers, 0.96 with 1, 0.81 with 2.
+    """
+    if device.type != "cpu":
+        return requested
+    if cached:
+        return 0
+    from lemore.profiling import available_cores
+
+    return min(requested, max(1, available_cores() - torch.get_num_threads()))
 
 
 # ------------------------------------------------------------------------------------------ loss and schedule
@@ -457,6 +504,22 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> dict[s
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
     return report
+
+
+def read_curve(jsonl: Path) -> list[dict[str, Any]]:
+    """The evaluations logged in a run's ``metrics.jsonl``: ``[{"iteration", "miou", "aacc", "macc"}, ...]`` in order
+    (the learning curve that the plateau check reads; a resumed run's file holds every evaluation once)."""
+    import json
+
+    curve = []
+    if jsonl.is_file():
+        for line in jsonl.read_text().splitlines():
+            record = json.loads(line)
+            if "val/miou" in record:
+                curve.append({"iteration": record["step"], **{k.split("/", 1)[1]: record[k]
+                                                              for k in ("val/miou", "val/aacc", "val/macc")
+                                                              if k in record}})
+    return curve
 
 
 def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path,
@@ -578,7 +641,10 @@ def seed_everything(seed: int) -> None:
 def fork_rng(seed: int):
     """Run a block with torch (CPU), numpy and python RNGs seeded from ``seed``; restore them afterwards."""
     states = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    torch.manual_seed(seed)
+    # The CPU generator only: what the transforms draw from. torch.manual_seed would also queue a seed for every
+    # CUDA device, which a CUDA build of torch does with a Python stack trace each time (0.6 ms, a third of a
+    # small crop's whole augmentation); the CPU stream is the same either way.
+    torch.default_generator.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
     try:
@@ -748,10 +814,13 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
                    help="override, e.g. --set train.iters=1000 data.root=/data/ade (repeatable)")
     p.add_argument("--run-dir", type=Path, help="run directory (default: <out_dir>/<run name>); resumes last.pt")
     p.add_argument("--results-dir", type=Path, help="also write <results-dir>/<run name>.json")
+    p.add_argument("--restart-finished", action="store_true",
+                   help="train a run that already reached its last iteration again from scratch (an unfinished one "
+                        "still resumes)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cfg = load(args.config, dataset=args.dataset, overrides=args.set)
-    train(cfg, run_dir=args.run_dir, results_dir=args.results_dir)
+    train(cfg, run_dir=args.run_dir, results_dir=args.results_dir, restart_finished=args.restart_finished)
     return 0

