@@ -20,6 +20,13 @@ milliseconds: ``latency ratio (published)`` is the paper's ms over the paper's 5
 same paper measured both), ``latency ratio (ours)`` the ratio measured in one run of ``benchmarks/latency.py``
 (``results/benchmarks/latency.json``, setting :data:`LATENCY_SETTING`, each model in its fastest form).
 
+The CamVid study (``studies/camvid/``, :func:`camvid_tables`) reads its own folder, ``results/camvid/``: the runs'
+results files (``metrics/<model>/seed<n>/<run name>.json``, with their learning curves) and ``profile.json``
+(params, GFLOPs and ONNX Runtime latency at 360x480, ``python -m lemore.study profile``). Its tables put every
+model's CamVid mIoU (from scratch, several seeds) beside the ADE20K mIoU its authors published, Table 2's rows
+beside the paper's, each switch's gain with a verdict (:func:`gain_verdict`) and every run's learning curve with
+its last-quarter gain (:func:`last_quarter_gain`).
+
 Which runs stand for a (dataset, model) pair when there are several: those of the setting with the most iterations
 (ties broken by the run name, last in sort order, so the choice never depends on file times), and within that setting
 every seed: accuracy columns are the mean over the seeds, with ``<metric>_std`` (sample standard deviation, empty for
@@ -31,10 +38,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lemore.models.lemore import ABLATION_ROWS
@@ -147,10 +156,12 @@ def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """One row per fine-tuning results JSON under ``<results_dir>/metrics`` (searched recursively).
 
     Columns: run_name, dataset, model, iters, batch_size, crop, seed, miou, aacc, macc, miou59, miou60, num_images,
-    params_m, checkpoint, path, per_class_iou (a dict). Empty (with these columns) when there is no run yet.
+    params_m, checkpoint, path, per_class_iou (a dict), pretrained (the initialisation, "" = from scratch), curve (the
+    validation evaluations during training, ``[{"iteration", "miou", ...}]``, empty for runs that predate it) and
+    timing (a dict). Empty (with these columns) when there is no run yet.
     """
     cols = ["run_name", "dataset", "model", "iters", "batch_size", "crop", "seed", "miou", "aacc", "macc", "miou59",
-            "miou60", "num_images", "params_m", "checkpoint", "path", "per_class_iou"]
+            "miou60", "num_images", "params_m", "checkpoint", "path", "per_class_iou", "pretrained", "curve", "timing"]
     rows = []
     for path in sorted(Path(results_dir, "metrics").rglob("*.json")):
         obj = _read_json(path)
@@ -161,9 +172,11 @@ def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
         rows.append(dict(
             run_name=obj.get("run_name", path.stem), dataset=cfg["data"]["dataset"], model=cfg["model"]["name"],
             iters=obj.get("iteration", cfg["train"]["iters"]), batch_size=cfg["train"]["batch_size"],
-            crop=f"{h}x{w}", seed=int(cfg["train"].get("seed", 0)), miou=m.get("miou"), aacc=m.get("aacc"), macc=m.get("macc"), miou59=m.get("miou59"),
-            miou60=m.get("miou60"), num_images=m.get("num_images"), params_m=obj.get("params_m"),
-            checkpoint=obj.get("checkpoint"), path=str(path), per_class_iou=m.get("per_class_iou") or {}))
+            crop=f"{h}x{w}", seed=int(cfg["train"].get("seed", 0)), miou=m.get("miou"), aacc=m.get("aacc"),
+            macc=m.get("macc"), miou59=m.get("miou59"), miou60=m.get("miou60"), num_images=m.get("num_images"),
+            params_m=obj.get("params_m"), checkpoint=obj.get("checkpoint"), path=str(path),
+            per_class_iou=m.get("per_class_iou") or {}, pretrained=obj.get("pretrained") or cfg["model"].get(
+                "pretrained") or "", curve=obj.get("curve") or [], timing=obj.get("timing") or {}))
     df = pd.DataFrame(rows, columns=cols)
     for c in ("miou", "aacc", "macc", "miou59", "miou60", "params_m"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -176,9 +189,24 @@ SEED_METRICS = ("miou", "aacc", "macc", "miou59", "miou60")
 SETTING = ("dataset", "model", "iters", "batch_size", "crop")
 
 
+def setting_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that stand for each (dataset, model): every seed of its setting with the most iterations (then the
+    last run name), one run per seed (a seed run twice under two names: the last name), ordered by dataset, model
+    and seed. What :func:`best_runs` averages; the per-seed rows for spreads, learning curves and seed dots."""
+    if runs.empty:
+        return runs
+    ordered = runs.sort_values(["dataset", "model", "iters", "run_name"])
+    chosen = ordered.groupby(["dataset", "model"], as_index=False).tail(1)[list(SETTING)]
+    parts = []
+    for _, setting in chosen.iterrows():
+        same = runs[(runs[list(SETTING)] == setting.values).all(axis=1)].sort_values(["seed", "run_name"])
+        parts.append(same.drop_duplicates("seed", keep="last"))
+    return pd.concat(parts).sort_values(["dataset", "model", "seed"], kind="stable").reset_index(drop=True)
+
+
 def best_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model): its setting with the most iterations (then the last run name), the accuracy
-    averaged over that setting's seeds (see the module docstring).
+    averaged over that setting's seeds (see the module docstring and :func:`setting_runs`).
 
     Adds ``<metric>_std`` for :data:`SEED_METRICS` (sample standard deviation, NaN for one seed), ``n`` (seeds),
     ``seeds`` ("0,1,2") and ``per_class_iou`` averaged over the seeds; ``run_name``, ``checkpoint`` and ``path`` are
@@ -187,12 +215,9 @@ def best_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs.assign(**{f"{m}_std": pd.Series(dtype=float) for m in SEED_METRICS}, n=pd.Series(dtype=int),
                            seeds=pd.Series(dtype=str))
-    ordered = runs.sort_values(["dataset", "model", "iters", "run_name"])
-    chosen = ordered.groupby(["dataset", "model"], as_index=False).tail(1)[list(SETTING)]
+    chosen = setting_runs(runs)
     rows = []
-    for _, setting in chosen.iterrows():
-        same = runs[(runs[list(SETTING)] == setting.values).all(axis=1)].sort_values(["seed", "run_name"])
-        same = same.drop_duplicates("seed", keep="last")  # a seed run twice (two names): the last name
+    for _, same in chosen.groupby(["dataset", "model"], sort=True):
         row = same.iloc[0].to_dict()
         for m in SEED_METRICS:
             values = same[m].astype(float)
@@ -413,13 +438,45 @@ def caption(name: str) -> str:
     return f"Our runs on the {name.removeprefix('ours_')} dataset (no paper counterpart)"
 
 
-# ------------------------------------------------------------------------------------------ the proxy study
-PROXY_CAPTIONS = {
-    "proxy_models": "Synthetic proxy: LeMoRe and its peers, several seeds each (proxy mIoU = mean over the seeds, std "
-                    "= their sample standard deviation, n = seeds), beside the ADE20K mIoU their authors published; "
-                    "params and GFLOPs measured here at 512x512 with 150 classes",
-    "proxy_ablation": "Synthetic proxy: the rows of the paper's Table 2 (ADE20K columns are the paper's), several "
-                      "seeds each; the full model's row is LeMoRe's runs",
+# ----------------------------------------------------------------------------------------- the CamVid study
+#: The evaluation of a learning curve that the last-quarter gain starts from: 3/4 of the schedule.
+LAST_QUARTER = 0.75
+#: A mean last-quarter gain (mIoU points) below this counts as a plateau: more iterations would change little.
+PLATEAU_GAIN = 1.0
+#: Table 2 read as the paper reads it: (the switch, the row without it, the row with it), registry names; the full
+#: row is ``lemore``.
+ABLATION_GAINS = (
+    ("+F", "lemore_t", "lemore_tf"),
+    ("+L", "lemore_tf", "lemore_tfl"),
+    ("+CA", "lemore_tfl", "lemore_tfl_ca"),
+    ("+NA on T", "lemore_t", "lemore_t_na"),
+    ("+NA on T+F", "lemore_tf", "lemore_tf_na"),
+    ("+NA on T+F+L", "lemore_tfl", "lemore_tfl_na"),
+    ("+NA on T+F+L+CA", "lemore_tfl_ca", "lemore"),
+)
+#: What the CamVid study calls its initialisation when every run of a model started from random weights.
+FROM_SCRATCH = "from scratch, no ImageNet weights"
+CAMVID_CAPTIONS = {
+    "camvid_models": "CamVid (SegNet's 11 classes, 360x480), every model trained from scratch (no ImageNet weights) "
+                     "with the same recipe, several seeds each: val mIoU = mean over the seeds, std = their sample "
+                     "standard deviation, n = seeds; per-class IoU = mean over the seeds. Params, GFLOPs (fvcore "
+                     "MACs) and latency (ONNX Runtime, 1 thread, batch 1) at 360x480 from profile.json; latency ratio "
+                     "= the model's time over LR-ASPP MobileNetV3-Large's in the same run. Last-quarter gain: mIoU "
+                     "at the end minus at 3/4 of the schedule, mean over the seeds. The ADE20K column is what its "
+                     "source published (ImageNet-pretrained, ADE20K 512x512), not measured here. Empty = not run",
+    "camvid_ablation": "The rows of the paper's Table 2 on CamVid: the switches, the paper's params, GFLOPs and ADE20K "
+                       "mIoU (paper: 512x512, ImageNet-pretrained) beside our CamVid val mIoU (from scratch; mean, "
+                       "sample std over the seeds, n seeds); the full row is LeMoRe's runs. Empty = not run",
+    "camvid_gains": "Each switch's gain as the paper reads Table 2: the paper's ADE20K gain beside ours on CamVid "
+                    "(the difference of the two rows' seed means; se = sqrt(std_a^2/n_a + std_b^2/n_b)). Verdict: "
+                    "holds = our gain has the paper's sign and |gain| > 2 se; reversed = the opposite sign and "
+                    "|gain| > 2 se; undecided = |gain| <= 2 se; no se = a row with one seed; empty = a row not run",
+    "camvid_plateau": "Learning curves: val mIoU at every evaluation of each run (model, seed), and the last-quarter "
+                      "gain (mIoU at the end minus at 3/4 of the schedule); per model a `mean` row (means over its "
+                      f"seeds) with plateau = yes when its mean gain is below {PLATEAU_GAIN:.1f} mIoU point",
+    "camvid_per_image": "How the visual comparison picks its images: per-image val mIoU (classes in the image's "
+                        "ground truth or prediction) of the seed-0 weights of both models, ranked by their "
+                        "difference; `shown` = the figure's row (evenly spaced quantiles of the ranking)",
 }
 
 
@@ -439,63 +496,256 @@ def published_ade20k_miou() -> dict[str, tuple[float, str]]:
     return out
 
 
-def proxy_tables(results_dir: str | os.PathLike = "results/proxy",
-                 profile_dir: str | os.PathLike = "results") -> dict[str, pd.DataFrame]:
-    """The proxy study's tables from ``<results_dir>/metrics`` (its runs) and ``<profile_dir>/profile`` (params and
-    GFLOPs at the paper's 512x512 / 150-class setting, written by the default pipeline's profile_tables stage).
+def ablation_label(model: str) -> str:
+    """A Table 2 row's switches as the paper writes them, e.g. ``"T+F+L"`` (``model``: a key of ABLATION_MODELS)."""
+    short = {"transverse": "T", "frontal": "F", "lateral": "L", "channel_attention": "CA", "nested_attention": "NA"}
+    return "+".join(short[s] for s, on in zip(SWITCHES, ABLATION_MODELS[model]) if on)
 
-    ``proxy_models``: every model of the study but the Table 2 variants, sorted by proxy mIoU; ``proxy_ablation``:
-    Table 2's rows in the paper's order, the paper's ADE20K figures beside the proxy's. A model without runs keeps
-    empty cells.
+
+def study_label(model: str) -> str:
+    """The display name of a study model; a Table 2 variant as ``"LeMoRe (T+F)"``."""
+    if model in ABLATION_MODELS and model != "lemore":
+        return f"LeMoRe ({ablation_label(model)})"
+    return display_name(model)
+
+
+def study_runs(results_dir: str | os.PathLike, dataset: str = "camvid") -> pd.DataFrame:
+    """Every run of a study on ``dataset`` that stands for its model (:func:`setting_runs`), one row per seed."""
+    runs = load_runs(results_dir)
+    return setting_runs(runs[runs.dataset == dataset].reset_index(drop=True))
+
+
+def load_study_profile(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows and the protocol of ``<results_dir>/profile.json`` (``python -m lemore.study profile``).
+
+    Rows: model, size ("HxW"), num_classes, params_m, gflops, latency_ms, latency_ratio (to LR-ASPP
+    MobileNetV3-Large in the same run), in_study. Without the file: no rows (these columns) and ``{}``.
     """
-    runs = best_runs(load_runs(results_dir))
-    profile = load_profile(profile_dir)
+    cols = ["model", "size", "num_classes", "params_m", "gflops", "latency_ms", "latency_ratio", "in_study"]
+    path = Path(results_dir, "profile.json")
+    if not path.is_file():
+        return pd.DataFrame(columns=cols), {}
+    obj = _read_json(path)
+    rows = [dict(model=r["model"], size="x".join(str(v) for v in r["input_size"]), num_classes=r["num_classes"],
+                 params_m=r.get("params_m"), gflops=r.get("gflops"), latency_ms=r.get("latency_ms"),
+                 latency_ratio=r.get("latency_ratio"), in_study=bool(r.get("in_study", True)))
+            for r in obj.get("rows", [])]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("params_m", "gflops", "latency_ms", "latency_ratio"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df, obj.get("protocol", {})
+
+
+def last_quarter_gain(curve: Sequence[Mapping[str, Any]], iters: int) -> float:
+    """mIoU at the end of the schedule minus mIoU at 3/4 of it (:data:`LAST_QUARTER`), from a run's learning curve
+    (``[{"iteration", "miou"}, ...]``).
+
+    The end is the evaluation at ``iters``; the start the evaluation nearest to ``0.75 * iters``, within 1/16 of the
+    schedule (an evaluation every 1/8 of it puts one there exactly). NaN when either is missing.
+    """
+    points = {int(p["iteration"]): float(p["miou"]) for p in curve if p.get("miou") is not None}
+    if int(iters) not in points:
+        return math.nan
+    target = LAST_QUARTER * iters
+    near = [it for it in points if abs(it - target) <= iters / 16 and it < iters]
+    if not near:
+        return math.nan
+    start = min(near, key=lambda it: (abs(it - target), it))
+    return points[int(iters)] - points[start]
+
+
+def gain_verdict(paper_gain: float, gain: float, se: float) -> str:
+    """``"holds"``: ``gain`` has the sign of ``paper_gain`` and ``|gain| > 2 se``; ``"reversed"``: the opposite sign
+    and ``|gain| > 2 se``; ``"undecided"``: ``|gain| <= 2 se``; ``"no se"`` when ``se`` is missing (a row with one
+    seed); ``""`` when ``gain`` is (a row not run)."""
+    if not math.isfinite(gain):
+        return ""
+    if not math.isfinite(se):
+        return "no se"
+    if abs(gain) <= 2 * se:
+        return "undecided"
+    return "holds" if math.copysign(1, gain) == math.copysign(1, paper_gain) else "reversed"
+
+
+def _mean_gain(chosen: pd.DataFrame, model: str) -> float:
+    hit = chosen[chosen.model == model] if not chosen.empty else chosen
+    gains = [last_quarter_gain(r.curve, int(r.iters)) for r in hit.itertuples(index=False)]
+    gains = [g for g in gains if math.isfinite(g)]
+    return float(np.mean(gains)) if gains else math.nan
+
+
+def _seed_cells(best: pd.DataFrame, model: str) -> pd.Series | None:
+    hit = best[best.model == model] if not best.empty else best
+    return hit.iloc[-1] if len(hit) else None
+
+
+def study_models_table(chosen: pd.DataFrame, profile: pd.DataFrame, models: Sequence[str],
+                       classes: Sequence[str], size: str) -> pd.DataFrame:
+    """One row per study model, sorted by mean val mIoU (models without runs last, empty cells).
+
+    Args:
+        chosen: the runs that stand for each model, one per seed (:func:`study_runs`).
+        profile: :func:`load_study_profile`'s rows (params, GFLOPs, latency at ``size``).
+        models: registry names, the Table 2 variants left out.
+        classes: the dataset's class names (one per-class IoU column each, mean over the seeds).
+        size: "HxW" of the profile, for the column names.
+    """
+    best = best_runs(chosen)
     published = published_ade20k_miou()
-
-    def proxy_cells(model: str) -> dict[str, Any]:
-        hit = runs[runs.model == model] if not runs.empty else runs
-        if hit.empty:
-            return {"proxy miou": math.nan, "proxy miou std": math.nan, "n": 0, "seeds": "", "iters": math.nan}
-        r = hit.iloc[-1]
-        return {"proxy miou": r.miou, "proxy miou std": r.miou_std, "n": int(r.n), "seeds": r.seeds,
-                "iters": int(r.iters)}
-
-    def cost(model: str) -> dict[str, float]:
-        return {"params_m": _profile_value(profile, model, (512, 512), 150, "params_m"),
-                "gflops (512x512)": _profile_value(profile, model, (512, 512), 150, "gflops")}
-
-    ablation = set(ABLATION_ROWS) - {"lemore_tfl_ca_na"}
-    models = [m for m in sorted(set(runs.model)) if m not in ablation] if not runs.empty else []
     rows = []
     for m in models:
-        miou, source = published.get(m, (math.nan, ""))
-        rows.append({"model": display_name(m), **proxy_cells(m), **cost(m), "ade20k miou (published)": miou,
-                     "source": source, "registry": m})
-    models_df = pd.DataFrame(rows, columns=["model", "proxy miou", "proxy miou std", "n", "seeds", "iters", "params_m",
-                                            "gflops (512x512)", "ade20k miou (published)", "source", "registry"])
-    models_df = models_df.sort_values("proxy miou", ascending=False, kind="stable").reset_index(drop=True)
+        r = _seed_cells(best, m)
+        prof = profile[profile.model == m] if not profile.empty else profile
+        p = prof.iloc[-1] if len(prof) else None
+        inits = sorted(set(chosen[chosen.model == m].pretrained)) if not chosen.empty else []  # "": from scratch
+        ade, source = published.get(m, (math.nan, ""))
+        row: dict[str, Any] = {
+            "model": display_name(m), "val miou": r.miou if r is not None else math.nan,
+            "val miou std": r.miou_std if r is not None else math.nan, "n": int(r.n) if r is not None else 0,
+            "seeds": r.seeds if r is not None else ""}
+        for c in classes:
+            row[f"iou {c}"] = r.per_class_iou.get(c, math.nan) if r is not None else math.nan
+        row.update({
+            "params_m": p.params_m if p is not None else math.nan,
+            f"gflops ({size})": p.gflops if p is not None else math.nan,
+            f"latency_ms ({size})": p.latency_ms if p is not None else math.nan,
+            "latency ratio to LR-ASPP": p.latency_ratio if p is not None else math.nan,
+            "last-quarter gain": _mean_gain(chosen, m),
+            "ade20k miou (published)": ade, "ade20k source (published)": source,
+            "initialisation": "; ".join(f"pretrained: {i}" if i else FROM_SCRATCH for i in inits),
+            "registry": m})
+        rows.append(row)
+    cols = ["model", "val miou", "val miou std", "n", "seeds", *[f"iou {c}" for c in classes], "params_m",
+            f"gflops ({size})", f"latency_ms ({size})", "latency ratio to LR-ASPP", "last-quarter gain",
+            "ade20k miou (published)", "ade20k source (published)", "initialisation", "registry"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values("val miou", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
 
+
+def study_ablation_table(chosen: pd.DataFrame, dataset: str = "camvid") -> pd.DataFrame:
+    """Table 2's eight rows in the paper's order: switches, the paper's params / GFLOPs / ADE20K mIoU, and ours on
+    ``dataset`` (mean, sample std, n seeds; empty when not run). The full row is ``lemore``'s runs."""
+    best = best_runs(chosen)
     paper = load_table("table2_ablation")
     by_switch = {v: k for k, v in ABLATION_MODELS.items()}
     rows = []
     for _, prow in paper.iterrows():
         model = by_switch[tuple(int(prow[c]) for c in SWITCHES)]
-        rows.append({**{c: int(prow[c]) for c in SWITCHES}, "params_m (paper)": float(prow["params_m"]),
-                     "gflops (paper)": float(prow["gflops"]), "ade20k miou (paper)": float(prow["miou"]),
-                     **proxy_cells(model), "registry": model})
-    return {"proxy_models": models_df, "proxy_ablation": pd.DataFrame(rows)}
+        r = _seed_cells(best, model)
+        rows.append({"row": ablation_label(model), **{c: int(prow[c]) for c in SWITCHES},
+                     "params_m (paper)": float(prow["params_m"]), "gflops (paper)": float(prow["gflops"]),
+                     "ade20k miou (paper)": float(prow["miou"]),
+                     f"{dataset} miou (ours)": r.miou if r is not None else math.nan,
+                     f"{dataset} miou std (ours)": r.miou_std if r is not None else math.nan,
+                     "n (ours)": int(r.n) if r is not None else 0, "registry": model})
+    return pd.DataFrame(rows)
 
 
-def write_proxy_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
-    """:func:`write_table` for each proxy table, and an ``index.md`` that lists them."""
+def study_gains_table(ablation: pd.DataFrame, dataset: str = "camvid") -> pd.DataFrame:
+    """Each switch's gain (:data:`ABLATION_GAINS`) from :func:`study_ablation_table`: the paper's ADE20K gain and
+    ours (difference of the two rows' means, its standard error from their seed std / sqrt(n)) with a verdict
+    (:func:`gain_verdict`)."""
+    rows = []
+    by_model = ablation.set_index("registry")
+    for switch, a, b in ABLATION_GAINS:
+        ra, rb = by_model.loc[a], by_model.loc[b]
+        paper = float(rb["ade20k miou (paper)"] - ra["ade20k miou (paper)"])
+        ours = float(rb[f"{dataset} miou (ours)"] - ra[f"{dataset} miou (ours)"])
+        se = math.sqrt(sum(float(r[f"{dataset} miou std (ours)"]) ** 2 / r["n (ours)"] for r in (ra, rb))
+                       ) if min(ra["n (ours)"], rb["n (ours)"]) > 0 else math.nan
+        rows.append({"switch": switch, "from": ra["row"], "to": rb["row"], "ade20k gain (paper)": paper,
+                     f"{dataset} gain (ours)": ours, f"{dataset} gain se (ours)": se,
+                     "n (from, to)": f"{int(ra['n (ours)'])}, {int(rb['n (ours)'])}",
+                     "verdict": gain_verdict(paper, ours, se)})
+    return pd.DataFrame(rows)
+
+
+def study_plateau_table(chosen: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
+    """Every run's learning curve (``miou @<iteration>`` columns) and last-quarter gain, models in ``order`` (then
+    the others, Table 2's rows in the paper's order), seeds ascending, and after each model's runs a ``mean`` row:
+    the curve and gain averaged over its seeds, ``plateau (< 1.0)`` = "yes" when that mean gain is below
+    :data:`PLATEAU_GAIN` (empty when no run has a gain)."""
+    plateau = f"plateau (< {PLATEAU_GAIN:.1f})"
+    if chosen.empty:
+        return pd.DataFrame(columns=["model", "registry", "seed", "iters", "last-quarter gain", plateau])
+    present = list(dict.fromkeys(chosen.model))
+    table2 = [m for m in ablation_order() if m in present]
+    models = [m for m in order if m in present] + [m for m in present if m not in order and m not in table2]
+    models += [m for m in table2 if m not in models]
+    its = sorted({int(p["iteration"]) for c in chosen.curve for p in c})
+    rows = []
+    for m in models:
+        runs = chosen[chosen.model == m]
+        seed_rows = []
+        for r in runs.itertuples(index=False):
+            points = {int(p["iteration"]): p.get("miou") for p in r.curve}
+            row = {"model": study_label(m), "registry": m, "seed": str(r.seed), "iters": int(r.iters)}
+            row.update({f"miou @{it}": float(points[it]) if points.get(it) is not None else math.nan for it in its})
+            row["last-quarter gain"], row[plateau] = last_quarter_gain(r.curve, int(r.iters)), ""
+            seed_rows.append(row)
+        mean = pd.DataFrame(seed_rows).mean(numeric_only=True)
+        gain = float(mean["last-quarter gain"])
+        rows += seed_rows
+        rows.append({"model": study_label(m), "registry": m, "seed": "mean", "iters": int(runs.iters.iloc[0]),
+                     **{f"miou @{it}": float(mean[f"miou @{it}"]) for it in its}, "last-quarter gain": gain,
+                     plateau: "" if not math.isfinite(gain) else ("yes" if gain < PLATEAU_GAIN else "no")})
+    return pd.DataFrame(rows)
+
+
+def ablation_order() -> list[str]:
+    """Table 2's rows as registry names, in the paper's order (the full row is ``lemore``)."""
+    by_switch = {v: k for k, v in ABLATION_MODELS.items()}
+    return [by_switch[tuple(int(r[c]) for c in SWITCHES)] for _, r in load_table("table2_ablation").iterrows()]
+
+
+def study_models(chosen: pd.DataFrame, profile: pd.DataFrame) -> list[str]:
+    """The models of a study, Table 2's variants left out: those profile.json marks ``in_study``, then any other
+    model with runs (sorted)."""
+    variants = set(ABLATION_ROWS) | set(ABLATION_MODELS)
+    variants.discard("lemore")
+    listed = [m for m in profile[profile.in_study.astype(bool)].model] if not profile.empty else []
+    ran = sorted(set(chosen.model)) if not chosen.empty else []
+    return [m for m in dict.fromkeys(listed + ran) if m not in variants]
+
+
+def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Sequence[str] | None = None,
+                  dataset: str = "camvid") -> dict[str, pd.DataFrame]:
+    """The CamVid study's tables, from ``<results_dir>/metrics`` (every run) and ``<results_dir>/profile.json``.
+
+    ``camvid_models`` (:func:`study_models_table`; ``models`` default: :func:`study_models`), ``camvid_ablation``
+    (:func:`study_ablation_table`), ``camvid_gains`` (:func:`study_gains_table`) and ``camvid_plateau``
+    (:func:`study_plateau_table`). Rows without runs keep empty cells; nothing is filled in from the papers.
+    """
+    from lemore.config import recipe
+    from lemore.data import DATASETS
+
+    chosen = study_runs(results_dir, dataset)
+    profile, _ = load_study_profile(results_dir)
+    if models is None:
+        models = study_models(chosen, profile)
+    d = recipe(dataset).data
+    # the profile's input size; without one, the recipe's evaluation size (scale = (long, short), a landscape set)
+    size = profile["size"].iloc[0] if not profile.empty else f"{min(d.scale)}x{max(d.scale)}"
+    table = study_models_table(chosen, profile, models, DATASETS[dataset].CLASSES, size)
+    ablation = study_ablation_table(chosen, dataset)
+    return {f"{dataset}_models": table, f"{dataset}_ablation": ablation,
+            f"{dataset}_gains": study_gains_table(ablation, dataset),
+            f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else [])}
+
+
+def write_camvid_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """:func:`write_table` for each table of ``built`` (captions: :data:`CAMVID_CAPTIONS`) and an ``index.md``."""
     written = []
-    index = ["# The synthetic proxy study", "",
-             "Built by `notebooks/proxy.ipynb` from `results/proxy/metrics` (the study's runs) and `results/profile`. "
-             "Proxy mIoU is measured on the synthetic validation split; columns marked `(paper)` or `(published)` "
-             "are ADE20K figures from the papers (`source`). What a synthetic proxy can and cannot tell: README.", ""]
+    index = ["# The CamVid study", "",
+             "Built by `notebooks/camvid.ipynb` from `results/camvid/` only: the runs' results files (`metrics/`), "
+             "the profile at 360x480 (`profile.json`) and, for the visual comparison, the seed-0 weights "
+             "(`weights/`) on the CamVid val images. Every model is trained "
+             "from scratch (no ImageNet weights) with the same recipe. Columns marked `(paper)` or `(published)` are "
+             "ADE20K figures from the papers, for reference; `(ours)` and the unmarked accuracy columns are "
+             "measured here on CamVid val. Empty cells: not run.", ""]
     for name, df in built.items():
-        written += write_table(df, out_dir, name, PROXY_CAPTIONS.get(name, name))
-        index.append(f"- [{name}]({name}.md): {PROXY_CAPTIONS.get(name, name)}")
+        written += write_table(df, out_dir, name, CAMVID_CAPTIONS.get(name, name))
+        index.append(f"- [{name}]({name}.md): {CAMVID_CAPTIONS.get(name, name)}")
     write_text_atomic(Path(out_dir) / "index.md", "\n".join(index) + "\n")
     return written + [Path(out_dir) / "index.md"]
 

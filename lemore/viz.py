@@ -5,6 +5,11 @@
 * :func:`bubble_plot`: the paper's mIoU-vs-parameters plot, bubble area proportional to GFLOPs, each point labelled
   with its latency. Our points are measured (``results/profile``); the paper's, when shown, are hollow, grey and
   labelled "(paper)".
+* The CamVid study (``notebooks/camvid.ipynb``, from ``results/camvid/``): :func:`weights_comparison` (the same
+  layout from the study's ``weights/*.safetensors``, the images picked by a stated rule on per-image mIoU,
+  :func:`per_image_miou`, :func:`pick_by_quantiles`), :func:`pareto_figure` (mIoU against latency and GFLOPs, the
+  Pareto front), :func:`ablation_figure` (Table 2's rows, ours beside the paper's ADE20K) and
+  :func:`curves_figure` (the learning curves, the last quarter of the schedule shaded).
 
 Figures are written with :func:`save_figure` (temporary file + ``os.replace``). Every function returns a *closed*
 figure: it can be saved and displayed (a notebook shows the returned object once), but pyplot does not show it
@@ -13,9 +18,8 @@ again by itself. Without a display matplotlib falls back to its Agg backend on i
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lemore.engine.evaluate import colorize  # (H, W) classes -> RGB, 255 (ignored) -> black
-from lemore.tables import best_runs, display_name, load_runs
+from lemore.tables import FROM_SCRATCH, best_runs, display_name, load_runs
 
 
 # --------------------------------------------------------------------------------------------------- basics
@@ -110,7 +115,8 @@ def predict(model: torch.nn.Module, cfg, ds, indices: Sequence[int],
 # --------------------------------------------------------------------------------------- visual comparison
 def comparison_figure(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                       predictions: dict[str, Sequence[np.ndarray]], palette: Sequence[Sequence[int]],
-                      class_names: Sequence[str] | None = None, title: str = "") -> Figure:
+                      class_names: Sequence[str] | None = None, title: str = "",
+                      row_labels: Sequence[str] | None = None) -> Figure:
     """Rows of ``Image | Ground Truth | <prediction columns...>`` with a class legend below.
 
     Args:
@@ -119,6 +125,8 @@ def comparison_figure(images: Sequence[np.ndarray], truths: Sequence[np.ndarray]
         predictions: column title -> (H, W) class maps, one per image; columns in insertion order.
         palette: RGB per class.
         class_names: legend entries (classes present in the truths or predictions only).
+        title: above the figure.
+        row_labels: one per image, left of its row.
     """
     n, cols = len(images), 2 + len(predictions)
     if n == 0:
@@ -126,10 +134,13 @@ def comparison_figure(images: Sequence[np.ndarray], truths: Sequence[np.ndarray]
     for name, preds in predictions.items():
         if len(preds) != n:
             raise ValueError(f"{len(preds)} predictions for {name!r} but {n} images")
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"{len(row_labels)} row labels but {n} images")
     cell = 2.0  # inches per column; each row is as tall as its image's aspect ratio asks
     ratios = [im.shape[0] / im.shape[1] for im in images]
     legend_h = 0.5 if class_names is not None else 0.0
-    height = cell * sum(ratios) + 0.35 * n + 0.5 + legend_h
+    title_h = 0.25 * (title.count("\n") + 1) if title else 0.0
+    height = cell * sum(ratios) + 0.35 * n + 0.5 + legend_h + title_h
     fig, axes = plt.subplots(n, cols, figsize=(cell * cols, height), squeeze=False,
                              gridspec_kw={"height_ratios": ratios})
     titles = ["Image", "Ground Truth", *predictions]
@@ -141,6 +152,8 @@ def comparison_figure(images: Sequence[np.ndarray], truths: Sequence[np.ndarray]
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(titles[c], fontsize=10)
+        if row_labels is not None:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=8)
     if class_names is not None:
         present = set()
         for m in [*truths, *[p for ps in predictions.values() for p in ps]]:
@@ -305,43 +318,254 @@ def bubble_for_dataset(results_dir: str | os.PathLike, dataset: str, include_pap
     return bubble_plot(points, title=title, device_note=device)
 
 
-# -------------------------------------------------------------------------------------------- proxy study
-def _switch_label(row: pd.Series) -> str:
-    parts = [s for s, col in (("T", "transverse"), ("F", "frontal"), ("L", "lateral"), ("CA", "channel_attention"),
-                              ("NA", "nested_attention")) if int(row[col])]
-    return "+".join(parts)
+# ------------------------------------------------------------------------------------------ the CamVid study
+def load_weights_model(path: str | os.PathLike, data_root: str = "", device: str | torch.device = "cpu"):
+    """``(model in eval mode, RunCfg)`` from a ``.safetensors`` file of :func:`lemore.checkpoint.save_weights` (its
+    training config in the metadata); ``data_root``, when given, replaces the config's ``data.root``."""
+    from lemore.checkpoint import load_state_dict, load_weights, read_weights_config
+    from lemore.config import load, saved_overrides
+    from lemore.engine.evaluate import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; the study's weights stage writes it "
+                                "(dvc repro studies/camvid/dvc.yaml)")
+    saved = read_weights_config(path)
+    if saved is None:
+        raise ValueError(f"{path}: no training config in its metadata (not written by lemore's save_weights)")
+    overrides = saved_overrides(saved)
+    if data_root:
+        overrides["data.root"] = data_root
+    cfg = load(dataset=saved["data"]["dataset"], overrides=overrides)
+    model = build_model(cfg)
+    load_state_dict(model, load_weights(path), source=str(path))
+    return model.to(device).eval(), cfg
 
 
-def proxy_figure(results_dir: str | os.PathLike, built: dict[str, pd.DataFrame]) -> Figure:
-    """The proxy study at a glance: proxy mIoU (mean, ± std as a bar, each seed a dot) of every model (left) and of
-    every Table 2 row (right, labelled with the paper's ADE20K mIoU). ``built``: :func:`lemore.tables.proxy_tables`."""
-    runs = load_runs(results_dir)
-    models, ablation = built["proxy_models"], built["proxy_ablation"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(models), len(ablation)) + 1.6),
-                             gridspec_kw={"width_ratios": [1, 1]})
+def per_image_miou(pred: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, num_classes: int) -> float:
+    """mIoU of one image (percent), the metric's definition (:mod:`lemore.metrics`) on its own confusion matrix:
+    the mean IoU over the classes in its ground truth or prediction; 255 in ``truth`` is ignored. NaN when every
+    pixel is ignored."""
+    from lemore.metrics import ConfusionMatrix
 
-    def panel(ax, frame: pd.DataFrame, labels: list[str], title: str, notes: list[str]) -> None:
-        y = np.arange(len(frame))[::-1]
-        ax.barh(y, frame["proxy miou"].fillna(0), xerr=frame["proxy miou std"].fillna(0), color="#9ecae1",
-                ecolor="0.3", capsize=3)
-        for yi, (_, r) in zip(y, frame.iterrows()):
-            hit = runs[(runs.model == r.registry) & (runs.iters == r.iters)] if not runs.empty else runs
-            ax.plot(hit.miou, np.full(len(hit), yi), "o", ms=3.5, color="k", alpha=0.7)
-        ax.set_yticks(y, labels)
-        lo = np.nanmin(frame["proxy miou"]) if frame["proxy miou"].notna().any() else 0
-        ax.set_xlim(max(0, lo - 15), 100)
-        for yi, note in zip(y, notes):
-            ax.annotate(note, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=7, color="0.35", annotation_clip=False)
-        ax.set_xlabel("proxy mIoU (synthetic val), mean ± std over seeds; dots: seeds")
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
+    cm = ConfusionMatrix(num_classes)
+    cm.update(torch.as_tensor(np.asarray(truth)), torch.as_tensor(np.asarray(pred)))
+    return float(cm.compute()["miou"])
 
-    panel(axes[0], models, list(models.model), "LeMoRe and its peers",
-          [f"n={int(r.n)}, {r.params_m:.2f}M, ADE20K {r['ade20k miou (published)']:.1f} (published)"
-           if pd.notna(r["ade20k miou (published)"]) else f"n={int(r.n)}" for _, r in models.iterrows()])
-    panel(axes[1], ablation, [_switch_label(r) for _, r in ablation.iterrows()], "Table 2 rows",
-          [f"n={int(r.n)}, ADE20K {r['ade20k miou (paper)']:.1f} (paper)" for _, r in ablation.iterrows()])
-    fig.tight_layout(w_pad=12)
+
+@torch.no_grad()
+def score_images(model: torch.nn.Module, cfg, ds, device: str | torch.device = "cpu") -> np.ndarray:
+    """:func:`per_image_miou` of ``model``'s prediction (the evaluation pipeline of ``cfg``) on every image of
+    ``ds``, in its order."""
+    from lemore.engine.evaluate import inference
+
+    scores = []
+    for i in range(len(ds)):
+        image, mask = ds[i]
+        logits = inference(model, torch.as_tensor(image)[None].to(device), cfg, out_size=mask.shape[-2:])
+        scores.append(per_image_miou(logits.argmax(1)[0].cpu(), mask, cfg.data.num_classes))
+    return np.asarray(scores, dtype=float)
+
+
+def pick_by_quantiles(scores: Sequence[float], n: int) -> list[int]:
+    """Indices of ``n`` items at evenly spaced quantiles of ``scores`` ranked ascending (ties: the lower index
+    first; NaN left out): the lowest, the highest and the ones evenly between; all of them, ranked, when there are
+    ``n`` or fewer."""
+    s = np.asarray(scores, dtype=float)
+    finite = np.flatnonzero(np.isfinite(s))
+    order = finite[np.argsort(s[finite], kind="stable")]
+    if n <= 0 or not len(order):
+        return []
+    if n >= len(order):
+        return order.tolist()
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)].tolist()
+
+
+def weights_comparison(weights_dir: str | os.PathLike, models: Sequence[str] = ("segformer_b0", "lemore"),
+                       n: int = 6, data_root: str = "", device: str = "cpu") -> tuple[Figure, pd.DataFrame]:
+    """``Image | Ground Truth | <models[0]> | <models[1]>`` on ``n`` validation images, predicted by the weights
+    files ``<weights_dir>/<model>.safetensors``, and how the images were picked.
+
+    Every validation image is scored (:func:`per_image_miou`) with both models and ranked by ``score of models[0]
+    minus score of models[1]``; the rows are the images at evenly spaced quantiles of that ranking
+    (:func:`pick_by_quantiles`), from the one where ``models[1]`` does best relative to ``models[0]`` to the
+    reverse, so both extremes and the typical cases appear. The rule is the figure's title; each row is labelled
+    with its rank and difference.
+
+    Returns:
+        The figure and one row per validation image: image, each model's mIoU, the difference, its rank (1 = the
+        lowest difference) and ``shown`` (the figure's row, 0 when not shown).
+    """
+    from lemore.data import build_dataset
+
+    if len(models) != 2:
+        raise ValueError(f"the comparison ranks two models by their difference; got {list(models)}")
+    a, b = models
+    loaded = {m: load_weights_model(Path(weights_dir) / f"{m}.safetensors", data_root, device) for m in models}
+    datasets = {m: build_dataset(cfg.data, "val") for m, (_, cfg) in loaded.items()}
+    names = [img.stem for img, _ in datasets[a].files]
+    if names != [img.stem for img, _ in datasets[b].files]:
+        raise ValueError(f"the validation splits of {a} and {b} differ (data roots: "
+                         f"{[str(loaded[m][1].data.resolved_root()) for m in models]})")
+    scores = {m: score_images(loaded[m][0], loaded[m][1], datasets[m], device) for m in models}
+    diff = scores[a] - scores[b]
+    picked = pick_by_quantiles(diff, n)
+    ranked = pick_by_quantiles(diff, len(diff))
+    rank = {i: r + 1 for r, i in enumerate(ranked)}
+    la, lb = display_name(a), display_name(b)
+    table = pd.DataFrame({"image": names, f"miou {la}": scores[a], f"miou {lb}": scores[b],
+                          f"Δ miou ({la} - {lb})": diff, "rank": [rank.get(i, 0) for i in range(len(names))],
+                          "shown": [picked.index(i) + 1 if i in picked else 0 for i in range(len(names))]})
+    # ranked images first, in rank order; an image without a score (nothing labelled) has rank 0 and goes last
+    table = table.sort_values("rank", kind="stable", key=lambda r: r.where(r > 0, len(names) + 1))
+    table = table.reset_index(drop=True)
+    predictions = {display_name(m): predict(loaded[m][0], loaded[m][1], datasets[m], picked, device) for m in models}
+    raw = [datasets[a].load_raw(i) for i in picked]
+    labels = [f"rank {rank[i]}/{len(ranked)}\nΔ mIoU {diff[i]:+.1f}" for i in picked]
+    title = (f"{type(datasets[a]).__name__} val: {la} vs {lb} on {len(picked)} of {len(ranked)} images,\n"
+             f"ranked by per-image mIoU of {la} minus {lb}'s, taken at evenly spaced quantiles:\n"
+             f"top row {lb}'s best case relative to {la}, bottom row {la}'s best")
+    fig = comparison_figure([im.permute(1, 2, 0).numpy() for im, _ in raw], [m.numpy() for _, m in raw],
+                            predictions, datasets[a].palette, list(datasets[a].classes), title=title,
+                            row_labels=labels)
+    return fig, table
+
+
+def pareto_mask(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
+    """True where no other point is at most as costly and at least as good, better in one of the two (lower
+    ``cost``, higher ``score``); False for points with a NaN."""
+    c, s = np.asarray(cost, dtype=float), np.asarray(score, dtype=float)
+    ok = np.isfinite(c) & np.isfinite(s)
+    out = np.zeros(len(c), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
+        out[i] = not dominated.any()
+    return out
+
+
+def _size_of(models: pd.DataFrame) -> str:
+    col = next((c for c in models.columns if c.startswith("gflops (")), "gflops ()")
+    return col[len("gflops ("):-1]
+
+
+def pareto_figure(models: pd.DataFrame, protocol: Mapping[str, Any] | None = None, dataset: str = "CamVid") -> Figure:
+    """Val mIoU (mean, error bar = std over the seeds) against latency and against GFLOPs, every model labelled and
+    each panel's Pareto front drawn (:func:`pareto_mask`). ``models``: :func:`lemore.tables.camvid_tables`'
+    models table; ``protocol``: profile.json's (its ``cpu`` is named on the latency axis)."""
+    size = _size_of(models)
+    cpu = (protocol or {}).get("cpu", "") or "an unnamed CPU"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colors = {m: plt.get_cmap("tab10")(j % 10) for j, m in enumerate(models.registry)}
+    panels = ((axes[0], f"latency_ms ({size})", f"latency (ms, log scale): ONNX Runtime, 1 thread, batch 1, "
+               f"{size}\non {cpu}"), (axes[1], f"gflops ({size})", f"GFLOPs at {size} (fvcore MACs, log scale)"))
+    for ax, col, xlabel in panels:
+        pts = models[models["val miou"].notna() & models[col].notna()]
+        for _, r in pts.iterrows():
+            std = r["val miou std"] if pd.notna(r["val miou std"]) else 0.0
+            ax.errorbar([r[col]], [r["val miou"]], yerr=[std], fmt="o", ms=7, capsize=3, color=colors[r.registry])
+            note = f"{r.model} (n={int(r.n)})"
+            if col.startswith("latency") and pd.notna(r["latency ratio to LR-ASPP"]):
+                note += f"\n{r['latency ratio to LR-ASPP']:.2f}x LR-ASPP"
+            ax.annotate(note, (r[col], r["val miou"]), xytext=(7, 4), textcoords="offset points", fontsize=8)
+        front = pts[pareto_mask(pts[col], pts["val miou"])].sort_values(col)
+        if len(front):
+            ax.step(front[col], front["val miou"], where="post", ls="--", color="0.4", lw=1, label="Pareto front")
+            ax.legend(loc="lower right", fontsize=8)
+        if pts.empty:
+            ax.text(0.5, 0.5, "no runs with this measurement yet", transform=ax.transAxes, ha="center")
+        else:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 20, 50, 100 rather than 2x10^1
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            lo, hi = float(pts[col].min()), float(pts[col].max())
+            ax.set_xlim(lo / 1.3, hi * 2.0)  # room for the labels right of the points
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(f"{dataset} val mIoU (%), mean ± std over seeds")
+        ax.grid(alpha=0.3, which="both")
+    ran = models[models["val miou"].notna()]
+    scratch = len(ran) and (ran.get("initialisation", pd.Series(dtype=str)) == FROM_SCRATCH).all()
+    fig.suptitle(f"{dataset}: val mIoU against cost" + (f", every model {FROM_SCRATCH}" if scratch else ""),
+                 fontsize=11)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def ablation_figure(ablation: pd.DataFrame, chosen: pd.DataFrame, dataset: str = "camvid",
+                    dataset_label: str = "CamVid") -> Figure:
+    """Table 2's rows: our val mIoU on ``dataset`` (mean ± std, each seed a dot, n above) and, on a second axis, the
+    paper's ADE20K mIoU. ``ablation``: :func:`lemore.tables.study_ablation_table`; ``chosen``: the runs per seed
+    (:func:`lemore.tables.study_runs`)."""
+    ours, std = f"{dataset} miou (ours)", f"{dataset} miou std (ours)"
+    x = np.arange(len(ablation))
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    ax.errorbar(x, ablation[ours], yerr=ablation[std].fillna(0), fmt="o", ms=8, capsize=4, color="tab:blue",
+                label=f"{dataset_label} val mIoU (ours): mean ± std over seeds")
+    for xi, (_, r) in zip(x, ablation.iterrows()):
+        hit = chosen[chosen.model == r.registry] if not chosen.empty else chosen
+        if len(hit):
+            jitter = np.linspace(-0.12, 0.12, len(hit)) if len(hit) > 1 else np.zeros(1)
+            ax.plot(xi + jitter, hit.miou, "o", ms=3.5, color="k", alpha=0.7)
+        ax.annotate(f"n={int(r['n (ours)'])}" if r["n (ours)"] else "not run", (xi, 1.0),
+                    xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points", ha="center",
+                    va="bottom", fontsize=8, color="0.3")
+    ax.plot([], [], "o", ms=3.5, color="k", alpha=0.7, label="one seed")
+    ax.axvline(3.5, color="0.8", lw=1, ls=":")  # without / with nested attention
+    ax.set_xticks(x, list(ablation.row), rotation=20)
+    ax.set_ylabel(f"{dataset_label} val mIoU (%), ours", color="tab:blue")
+    ax.grid(alpha=0.3)
+    if ablation[ours].notna().any():
+        spread = ablation[std].fillna(0)
+        lo, hi = np.nanmin(ablation[ours] - spread), np.nanmax(ablation[ours] + spread)
+        pad = max(hi - lo, 1.0) * 0.15
+        ax.set_ylim(lo - pad, hi + pad)
+    ax2 = ax.twinx()
+    ax2.plot(x, ablation["ade20k miou (paper)"], "s--", mfc="none", color="0.45", lw=1,
+             label="ADE20K mIoU (the paper's Table 2, right axis)")
+    ax2.set_ylabel("ADE20K mIoU (%), the paper's", color="0.45")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
+    ax.set_title(f"The paper's Table 2 rows on {dataset_label} (ours, left axis) and on ADE20K (the paper's, right "
+                 "axis)", fontsize=10, pad=18)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def curves_figure(chosen: pd.DataFrame, models: Sequence[str], dataset: str = "CamVid") -> Figure:
+    """Val mIoU against the iteration for each of ``models`` (those with runs): the mean over the seeds, a band from
+    their minimum to their maximum, the last quarter of the schedule shaded (what the last-quarter gain measures).
+    ``chosen``: the runs per seed (:func:`lemore.tables.study_runs`)."""
+    from lemore.tables import LAST_QUARTER, study_label
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    schedules = set()
+    for j, m in enumerate(models):
+        runs = chosen[chosen.model == m] if not chosen.empty else chosen
+        curves = [{int(p["iteration"]): p["miou"] for p in c if p.get("miou") is not None} for c in runs.curve]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        its = sorted(set().union(*curves))
+        values = np.array([[c.get(it, np.nan) for it in its] for c in curves], dtype=float)
+        color = plt.get_cmap("tab10")(j % 10)
+        ax.plot(its, np.nanmean(values, axis=0), "-o", ms=3, color=color, label=f"{study_label(m)} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(its, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.18, lw=0)
+        schedules |= set(int(v) for v in runs.iters)
+    for k, iters in enumerate(sorted(schedules)):
+        ax.axvspan(LAST_QUARTER * iters, iters, color="0.93", zorder=0,
+                   label="last quarter of the schedule" if k == 0 else None)
+    if not schedules:
+        ax.text(0.5, 0.5, "no learning curves yet", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{dataset} val mIoU (%)")
+    ax.set_title(f"{dataset}: validation mIoU during training (line: mean over seeds; band: min..max)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     plt.close(fig)
     return fig

@@ -17,9 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["finetune", "pretrain", "profile", "proxy", "results", "visual_comparison"]
+NAMES = ["camvid", "finetune", "pretrain", "profile", "results", "visual_comparison"]
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tests" / "data"))
 import strip_notebooks  # noqa: E402
+from camvid_results import make_results, write_weights  # noqa: E402
+from fixtures import make_camvid  # noqa: E402
 
 
 def code_cells(name):
@@ -59,7 +62,8 @@ def test_notebook_is_thin(name):
 def test_choices_are_checked_in_the_first_cell_after_parameters():
     for name, call in (("finetune", "launch.check_choices(dataset=dataset, model=model"),
                        ("pretrain", "launch.check_choices(pretrain_model=model"),
-                       ("visual_comparison", "launch.check_choices(dataset=dataset)")):
+                       ("visual_comparison", "launch.check_choices(dataset=dataset)"),
+                       ("camvid", "launch.check_choices(model=m)")):
         _, cells = code_cells(name)
         assert call in cells[1].source, name
 
@@ -144,20 +148,30 @@ def test_results_smoke(finetuned, work):
     assert "miou (paper)" in outputs_text(nb)
 
 
-def test_proxy_smoke(finetuned, work):
-    """The proxy study's report on the smoke runs (two models, one seed each; no Table 2 runs: empty cells)."""
-    import shutil
+def test_camvid_smoke(work):
+    """The CamVid study's report on a fake results/camvid (tests/camvid_results.py) and a tiny CamVid tree: every
+    table and figure, the visual comparison from real (untrained, tiny) weights files."""
+    import pandas as pd
 
-    shutil.copytree(work / "results" / "metrics", work / "proxy" / "metrics", dirs_exist_ok=True)
-    if not (work / "results" / "profile" / "tables.json").is_file():
-        execute("profile", work)
-    nb = execute("proxy", work, results_dir="proxy", profile_dir="results")
-    models = (work / "proxy" / "tables" / "proxy_models.md").read_text()
-    assert "LeMoRe" in models and "SegFormer-B0" in models and "37.40" in models  # SegFormer's published ADE20K
-    ablation = (work / "proxy" / "tables" / "proxy_ablation.csv").read_text()
-    assert len(ablation.strip().splitlines()) == 1 + 8  # the paper's eight Table 2 rows
-    assert (work / "proxy" / "figures" / "proxy_miou.png").stat().st_size > 1000
-    assert "proxy miou" in outputs_text(nb)
+    results = make_results(work / "camvid_study" / "results" / "camvid")
+    write_weights(results, make_camvid(work / "camvid_study" / "CamVid"))
+    nb = execute("camvid", work, results_dir=str(results), n_images=6)
+    tabs, figs = results / "tables", results / "figures"
+    for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_per_image"):
+        for ext in ("csv", "md", "tex"):
+            assert (tabs / f"{name}.{ext}").stat().st_size > 100, name
+        assert f"[{name}]({name}.md)" in (tabs / "index.md").read_text()
+    models = pd.read_csv(tabs / "camvid_models.csv")
+    assert list(models.model) == ["SegFormer-B0", "LeMoRe", "LR-ASPP MobileNetV3-L", "TopFormer-T"]
+    assert models["ade20k miou (published)"].tolist() == [37.4, 33.5, 33.1, 33.6]
+    gains = pd.read_csv(tabs / "camvid_gains.csv", keep_default_na=False)
+    assert list(gains.verdict) == ["holds", "reversed", "undecided", "", "no se", "", "holds"]
+    per_image = pd.read_csv(tabs / "camvid_per_image.csv")
+    assert len(per_image) == 2 and sorted(per_image["shown"]) == [1, 2]  # smoke: at most 2 of the 2 val images
+    for fig in ("visual_comparison_camvid", "pareto_camvid", "ablation_camvid", "curves_camvid"):
+        assert (figs / f"{fig}.png").stat().st_size > 10_000, fig
+    text = outputs_text(nb)
+    assert "Fake CPU 9000" in text and "reversed" in text  # the protocol and the gains table are shown
 
 
 def test_visual_comparison_smoke(finetuned, work):
@@ -174,7 +188,7 @@ def test_pretrain_smoke(work):
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"dataset": "ade"}, "unknown dataset 'ade'; choose from ['ade20k', 'cityscapes',"),
+    ({"dataset": "ade"}, "unknown dataset 'ade'; choose from ['ade20k', 'camvid', 'cityscapes',"),
     ({"model": "lemore_xl"}, "unknown model 'lemore_xl'; choose from ['lemore',"),
 ])
 def test_bad_parameter_fails_in_the_first_cell(work, params, message):

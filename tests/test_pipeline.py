@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------------------- launch
 def test_check_choices_messages():
-    with pytest.raises(ValueError, match=r"unknown dataset 'ade'; choose from \['ade20k', 'cityscapes'"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'ade'; choose from \['ade20k', 'camvid', 'cityscapes'"):
         launch.check_choices(dataset="ade")
     with pytest.raises(ValueError, match=r"unknown model 'lemore_cls'; choose from \['lemore', "):
         launch.check_choices(model="lemore_cls")  # the classifier does not segment
@@ -288,28 +288,10 @@ def test_pretrain_stage_when_enabled(tmp_path):
     assert (proj / f"results/pretrain/{status['run_name']}.json").is_file()
 
 
-def test_the_proxy_study_is_its_own_pipeline():
-    """studies/proxy: every model x seed and Table 2 row x seed, outputs under names that say "proxy"; `make demo`
-    reproduces the root dvc.yaml only (a bare `dvc repro` would run the proxy study too)."""
-    from dvc.repo import Repo
-
-    from lemore.models.lemore import ABLATION_ROWS
-
-    params = yaml.safe_load((ROOT / "studies/proxy/params.yaml").read_text())
-    assert len(params["seeds"]) >= 3 and len(params["ablation_seeds"]) >= 2
-    assert {"lemore", "segformer_b0", "lraspp_mobilenet_v3_large", "topformer_t", "seaformer_t",
-            "lraspp_mobilenet_v3_large_reduced"} <= set(params["models"])
-    assert set(params["ablation_models"]) | {"lemore_tfl_ca_na"} == set(ABLATION_ROWS)  # the full row is `lemore`
-    for m in params["models"] + params["ablation_models"]:
-        launch.check_choices(model=m)
-    assert set(params["finetune"]) <= notebook_parameter_names("finetune")
-    proxy = load(dataset="synthetic", overrides=params["finetune"]["overrides"])
-    assert tuple(proxy.data.ratio_range) == (0.5, 2.0) != tuple(load(dataset="synthetic").data.ratio_range)
-    assert set(params["report"]) <= notebook_parameter_names("proxy")
-    with Repo(str(ROOT)) as repo:
-        stages = [s for s in repo.index.stages if s.path_in_repo == "studies/proxy/dvc.yaml"]
-    expected = len(params["models"]) * len(params["seeds"]) + len(params["ablation_models"]) * len(params["ablation_seeds"])
-    assert len(stages) == expected + 1
-    outs = [o.def_path for s in stages for o in s.outs]
-    assert outs and all("proxy" in o for o in outs)
-    assert "dvc repro dvc.yaml" in (ROOT / "Makefile").read_text()
+def test_the_camvid_report_stage_runs_the_camvid_notebook_with_its_parameters():
+    """studies/camvid: the report stage's parameters are notebooks/camvid.ipynb's, and its command names it."""
+    params = yaml.safe_load((ROOT / "studies/camvid/params.yaml").read_text())
+    assert set(params["report"]) == {"results_dir", "data_root", "n_images"}
+    assert set(params["report"]) <= notebook_parameter_names("camvid")
+    report = yaml.safe_load((ROOT / "studies/camvid/dvc.yaml").read_text())["stages"]["report"]
+    assert "notebook camvid " in report["cmd"] and "notebooks/camvid.ipynb" in report["deps"]

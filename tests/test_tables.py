@@ -3,11 +3,13 @@
 import json
 import math
 
+import camvid_results
 import pandas as pd
 import pytest
 
 from lemore import tables
 from lemore.config import recipe
+from lemore.data.camvid import CAMVID_CLASSES
 from lemore.paper import TABLES, load_table
 
 SYN_K = recipe("synthetic").data.num_classes  # the synthetic recipe's class count
@@ -248,3 +250,167 @@ def test_bubble_frame(results):
     assert "PSPNet (MobileNetV2)" not in set(paper.label)  # heavyweight and not reproduced
     syn = tables.bubble_frame("synthetic", runs, prof)
     assert set(syn.source) == {"ours"} and syn.iloc[0].latency_ms == 2.0
+
+
+# ------------------------------------------------------------------------------------------ the CamVid study
+@pytest.fixture
+def camvid(tmp_path):
+    """The fake results/camvid of tests/camvid_results.py (its docstring holds the hand-checked values)."""
+    return camvid_results.make_results(tmp_path / "results" / "camvid")
+
+
+def test_camvid_models_table(camvid):
+    built = tables.camvid_tables(camvid)
+    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau"]
+    df = built["camvid_models"]
+    # sorted by mean val mIoU; the Table 2 variants are not study models; TopFormer-T (never run) last
+    assert list(df.registry) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large", "topformer_t"]
+    assert list(df.model) == ["SegFormer-B0", "LeMoRe", "LR-ASPP MobileNetV3-L", "TopFormer-T"]
+    rows = df.set_index("registry")
+    lem, seg, lr, top = (rows.loc[m] for m in ("lemore", "segformer_b0", "lraspp_mobilenet_v3_large", "topformer_t"))
+    # the older 400-iteration run (mIoU 10) is another setting: not averaged in
+    assert (lem["val miou"], lem["val miou std"], lem.n, lem.seeds) == (42.0, 2.0, 3, "0,1,2")
+    assert seg["val miou std"] == pytest.approx(math.sqrt(2)) and seg.n == 2
+    assert lr.n == 1 and math.isnan(lr["val miou std"])
+    assert lem["iou sky"] == 52.0 and lem["iou pole"] == 2.0 and lem["iou car"] == 42.0  # per class: seed means
+    assert [c for c in df.columns if c.startswith("iou ")] == [f"iou {c}" for c in CAMVID_CLASSES]
+    assert (lem.params_m, lem["gflops (360x480)"], lem["latency_ms (360x480)"]) == (1.6, 0.9, 20.0)
+    assert lem["latency ratio to LR-ASPP"] == 0.5 and lr["latency ratio to LR-ASPP"] == 1.0
+    assert lem["last-quarter gain"] == pytest.approx(0.7) and seg["last-quarter gain"] == pytest.approx(2.0)
+    assert (lem["ade20k miou (published)"], lem["ade20k source (published)"]) == (33.5, "LeMoRe paper, Table 1")
+    assert seg["ade20k miou (published)"] == 37.4
+    assert lem.initialisation == tables.FROM_SCRATCH == "from scratch, no ImageNet weights"
+    # a model without runs: empty accuracy cells, its measured cost and the published figure only
+    assert top.n == 0 and top.seeds == "" and top.initialisation == ""
+    assert all(math.isnan(top[c]) for c in ("val miou", "val miou std", "iou sky", "last-quarter gain"))
+    assert top.params_m == 1.4 and top["ade20k miou (published)"] == 33.6
+    assert "TopFormer" in top["ade20k source (published)"]
+    assert not [c for c in df.columns if "ours" in c or c.endswith("(paper)")]  # ours unmarked, theirs "published"
+
+
+def test_camvid_ablation_table(camvid):
+    ab = tables.camvid_tables(camvid)["camvid_ablation"]
+    paper = load_table("table2_ablation")
+    assert list(ab.row) == ["T", "T+F", "T+F+L", "T+F+L+CA", "T+NA", "T+F+NA", "T+F+L+NA", "T+F+L+CA+NA"]
+    assert list(ab.registry) == tables.ablation_order() and ab.registry.iloc[-1] == "lemore"
+    for c in tables.SWITCHES:
+        assert ab[c].tolist() == paper[c].tolist()
+    for ours, theirs in (("params_m (paper)", "params_m"), ("gflops (paper)", "gflops"),
+                         ("ade20k miou (paper)", "miou")):
+        assert ab[ours].tolist() == paper[theirs].tolist()
+    cells = ab.set_index("row")
+    assert (cells.loc["T", "camvid miou (ours)"], cells.loc["T", "n (ours)"]) == (31.0, 2)
+    assert cells.loc["T", "camvid miou std (ours)"] == pytest.approx(math.sqrt(2))
+    assert (cells.loc["T+F+L+CA+NA", "camvid miou (ours)"], cells.loc["T+F+L+CA+NA", "n (ours)"]) == (42.0, 3)
+    not_run = cells.loc[["T+NA", "T+F+L+NA"]]
+    assert not_run["camvid miou (ours)"].isna().all() and (not_run["n (ours)"] == 0).all()
+
+
+def test_camvid_gains_table(camvid):
+    gains = tables.camvid_tables(camvid)["camvid_gains"].set_index("switch")
+    assert list(gains.index) == ["+F", "+L", "+CA", "+NA on T", "+NA on T+F", "+NA on T+F+L", "+NA on T+F+L+CA"]
+    assert list(gains["from"]) == ["T", "T+F", "T+F+L", "T", "T+F", "T+F+L", "T+F+L+CA"]
+    expected = {  # switch: (paper's ADE20K gain, ours, se, verdict)
+        "+F": (0.4, 4.0, 1.0, "holds"),  # se = sqrt(2/2 + 0/2)
+        "+L": (1.5, -2.0, 0.0, "reversed"),
+        "+CA": (0.5, 0.0, 0.5, "undecided"),  # se = sqrt(0/2 + 0.5/2)
+        "+NA on T+F": (5.1, 1.0, math.nan, "no se"),  # T+F+NA has one seed
+        "+NA on T+F+L+CA": (3.9, 9.0, math.sqrt(4 / 3 + 0.5 / 2), "holds"),
+    }
+    for switch, (paper, ours, se, verdict) in expected.items():
+        row = gains.loc[switch]
+        assert row["ade20k gain (paper)"] == pytest.approx(paper)
+        assert row["camvid gain (ours)"] == pytest.approx(ours)
+        assert row["camvid gain se (ours)"] == pytest.approx(se, nan_ok=True)
+        assert row.verdict == verdict, switch
+    for switch in ("+NA on T", "+NA on T+F+L"):  # a row not run: empty, never the paper's number
+        row = gains.loc[switch]
+        assert math.isnan(row["camvid gain (ours)"]) and row.verdict == "" and row["ade20k gain (paper)"] > 0
+
+
+def test_each_gain_switches_one_column_on():
+    for switch, a, b in tables.ABLATION_GAINS:
+        sa, sb = tables.ABLATION_MODELS[a], tables.ABLATION_MODELS[b]
+        changed = [c for c, x, y in zip(tables.SWITCHES, sa, sb) if x != y]
+        assert len(changed) == 1 and sb[tables.SWITCHES.index(changed[0])] == 1, switch
+
+
+@pytest.mark.parametrize("paper,gain,se,verdict", [
+    (0.4, 4.0, 1.0, "holds"), (-0.4, -4.0, 1.0, "holds"), (1.5, -2.0, 0.5, "reversed"), (-1.0, 3.0, 1.0, "reversed"),
+    (0.5, 0.9, 0.5, "undecided"), (1.0, 1.0, 0.5, "undecided"),  # exactly 2 se: not beyond it
+    (1.0, 1.0, math.nan, "no se"), (1.0, math.nan, 0.5, ""),
+])
+def test_gain_verdict(paper, gain, se, verdict):
+    assert tables.gain_verdict(paper, gain, se) == verdict
+
+
+def test_last_quarter_gain():
+    curve = [{"iteration": it, "miou": m} for it, m in ((250, 20.0), (500, 30.0), (750, 38.0), (1000, 40.5))]
+    assert tables.last_quarter_gain(curve, 1000) == 2.5
+    off = [{"iteration": 700, "miou": 38.0}, {"iteration": 1000, "miou": 39.0}]  # 3/4 = 750, 50 <= 1000/16 away
+    assert tables.last_quarter_gain(off, 1000) == 1.0
+    assert math.isnan(tables.last_quarter_gain([{"iteration": 600, "miou": 1.0}, {"iteration": 1000, "miou": 2.0}],
+                                               1000))  # nothing near 3/4 of the schedule
+    assert math.isnan(tables.last_quarter_gain(curve[:-1], 1000))  # no evaluation at the end
+    assert math.isnan(tables.last_quarter_gain([], 1000))
+
+
+def test_camvid_plateau_table(camvid):
+    pl = tables.camvid_tables(camvid)["camvid_plateau"]
+    curve_cols = [c for c in pl.columns if c.startswith("miou @")]
+    assert curve_cols == [f"miou @{it}" for it in range(100, 801, 100)]  # the old 400-iteration run is left out
+    lem = pl[pl.registry == "lemore"]
+    assert list(lem.seed) == ["0", "1", "2", "mean"]
+    assert lem["last-quarter gain"].tolist() == pytest.approx([0.5, 0.7, 0.9, 0.7])
+    assert list(lem["plateau (< 1.0)"]) == ["", "", "", "yes"]
+    assert lem["miou @600"].tolist() == pytest.approx([39.5, 41.3, 43.1, 41.3])
+    assert lem["miou @800"].iloc[-1] == pytest.approx(42.0)
+    means = pl[pl.seed == "mean"].set_index("registry")
+    assert means.loc["segformer_b0", "plateau (< 1.0)"] == "no"
+    assert means.loc["lraspp_mobilenet_v3_large", "plateau (< 1.0)"] == "no"  # a gain of exactly 1.0
+    # the study's models first (the models table's order), then Table 2's rows in the paper's order
+    assert list(means.index) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large", "lemore_t", "lemore_tf",
+                                 "lemore_tfl", "lemore_tfl_ca", "lemore_tf_na"]
+    assert pl[pl.registry == "lemore_tf_na"].model.iloc[0] == "LeMoRe (T+F+NA)"
+
+
+def test_setting_runs_and_study_models(camvid):
+    runs = tables.load_runs(camvid)
+    assert len(runs) == sum(len(v) for v in camvid_results.RUNS.values()) + 1
+    assert runs.curve.map(len).eq(8).all() and (runs.pretrained == "").all()
+    chosen = tables.setting_runs(runs)
+    assert len(chosen) == len(runs) - 1 and 10.0 not in set(chosen.miou)
+    assert list(chosen[chosen.model == "lemore"].seed) == [0, 1, 2]
+    profile, protocol = tables.load_study_profile(camvid)
+    assert protocol["cpu"] == camvid_results.CPU and list(profile["size"].unique()) == ["360x480"]
+    assert tables.study_models(chosen, profile) == ["lemore", "segformer_b0", "lraspp_mobilenet_v3_large",
+                                                    "topformer_t"]
+
+
+def test_camvid_tables_without_results(tmp_path):
+    built = tables.camvid_tables(tmp_path)
+    assert built["camvid_models"].empty and "val miou" in built["camvid_models"].columns
+    assert built["camvid_plateau"].empty
+    ab = built["camvid_ablation"]
+    assert len(ab) == 8 and ab["camvid miou (ours)"].isna().all() and ab["ade20k miou (paper)"].notna().all()
+    assert (built["camvid_gains"].verdict == "").all()
+    written = tables.write_camvid_tables(built, tmp_path / "tables")
+    assert (tmp_path / "tables" / "index.md") in written and "_(no rows)_" in (tmp_path / "tables" /
+                                                                             "camvid_models.md").read_text()
+
+
+def test_write_camvid_tables(camvid, tmp_path):
+    built = tables.camvid_tables(camvid)
+    out = tmp_path / "tables"
+    written = tables.write_camvid_tables(built, out)
+    for name, df in built.items():
+        for ext in ("csv", "md", "tex"):
+            assert (out / f"{name}.{ext}") in written
+        assert list(pd.read_csv(out / f"{name}.csv").columns) == list(df.columns)
+    gains = (out / "camvid_gains.md").read_text()
+    assert "| +L | T+F | T+F+L | 1.50 | -2.00 | 0.00 | 2, 2 | reversed |" in gains
+    assert "|gain| > 2 se" in gains  # the rule is in the caption
+    models = (out / "camvid_models.md").read_text()
+    assert "from scratch (no ImageNet weights)" in models and "| – |" in models  # TopFormer-T's empty cells
+    index = (out / "index.md").read_text()
+    assert all(f"[{name}]({name}.md)" in index for name in built)

@@ -1,6 +1,9 @@
-"""lemore.viz: the visual comparison from checkpoints, the bubble plot, atomic PNG writes."""
+"""lemore.viz: the visual comparison from checkpoints, the bubble plot, atomic PNG writes, the CamVid study's
+figures."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,10 @@ from PIL import Image
 from lemore import viz
 from lemore.checkpoint import save_checkpoint
 from lemore.config import load
+from lemore.data.camvid import CAMVID_CLASSES
 from lemore.engine.evaluate import build_model
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))  # tests/data/fixtures.py: the tiny CamVid tree
 
 
 def test_colorize_palette_and_ignore():
@@ -91,3 +97,108 @@ def test_visual_comparison_from_checkpoints(tmp_path, tiny_synthetic, monkeypatc
     assert len(shapes) == 1  # predictions at the label size of the image
     with pytest.raises(FileNotFoundError, match="no fine-tuning run of 'lraspp_mobilenet_v3_large'"):
         viz.find_runs("results", "synthetic", ["lraspp_mobilenet_v3_large"])
+
+
+# ------------------------------------------------------------------------------------------ the CamVid study
+def test_per_image_miou_by_hand():
+    truth = np.array([[0, 0, 0], [1, 1, 255]])
+    pred = np.array([[0, 0, 1], [1, 2, 2]])
+    # class 0: 2 hits / (3 true + 2 predicted - 2) = 2/3; class 1: 1 / (2 + 2 - 1) = 1/3; class 2: predicted once,
+    # never true: IoU 0, counted; the ignored pixel's prediction (2) is not; class 3 absent from both: left out.
+    assert viz.per_image_miou(pred, truth, num_classes=4) == pytest.approx(100 * (2 / 3 + 1 / 3 + 0) / 3)
+    assert viz.per_image_miou(truth.clip(0, 1), truth.clip(0, 1), 4) == pytest.approx(100.0)
+    assert np.isnan(viz.per_image_miou(np.zeros((2, 2), int), np.full((2, 2), 255), 4))  # nothing labelled
+
+
+def test_pick_by_quantiles():
+    scores = [5.0, -3.0, 0.0, 2.0, np.nan, -1.0, 4.0]  # ranked: idx 1, 5, 2, 3, 6, 0 (the NaN left out)
+    assert viz.pick_by_quantiles(scores, 2) == [1, 0]  # the two extremes
+    assert viz.pick_by_quantiles(scores, 4) == [1, 2, 3, 0]  # ranks 0, 2, 3, 5 of 6 (0, 1.67, 3.33, 5 rounded)
+    assert viz.pick_by_quantiles(scores, 6) == viz.pick_by_quantiles(scores, 9) == [1, 5, 2, 3, 6, 0]
+    assert viz.pick_by_quantiles([1.0, 1.0, 0.0], 2) == [2, 1]  # a tie: the lower index ranks first
+    assert viz.pick_by_quantiles(scores, 0) == [] and viz.pick_by_quantiles([np.nan], 3) == []
+
+
+def test_pareto_mask():
+    cost = [20.0, 120.0, 40.0, np.nan, 20.0, 120.0]
+    score = [42.0, 46.0, 38.0, 50.0, 41.0, 46.0]
+    # LR-ASPP (40, 38) and (20, 41) are beaten by (20, 42); two equal points both stay on the front
+    assert viz.pareto_mask(cost, score).tolist() == [True, True, False, False, False, True]
+
+
+@pytest.fixture
+def camvid_built(tmp_path):
+    import camvid_results
+
+    from lemore import tables
+
+    results = camvid_results.make_results(tmp_path / "results" / "camvid")
+    _, protocol = tables.load_study_profile(results)
+    return tables.camvid_tables(results), tables.study_runs(results), protocol
+
+
+def test_pareto_figure(camvid_built, tmp_path):
+    built, _, protocol = camvid_built
+    fig = viz.pareto_figure(built["camvid_models"], protocol)
+    lat, gfl = fig.axes
+    assert "Fake CPU 9000" in lat.get_xlabel() and "360x480" in gfl.get_xlabel()
+    labels = [t.get_text() for t in lat.texts]
+    assert "LeMoRe (n=3)\n0.50x LR-ASPP" in labels and not any("TopFormer" in t for t in labels)  # no runs: no point
+    front = [ln for ln in lat.get_lines() if ln.get_label() == "Pareto front"][0]
+    assert list(front.get_xdata()) == [20.0, 120.0] and list(front.get_ydata()) == [42.0, 46.0]
+    assert "from scratch" in fig.get_suptitle()
+    assert viz.save_figure(fig, tmp_path / "p.png").stat().st_size > 20_000
+
+
+def test_ablation_figure(camvid_built, tmp_path):
+    built, runs, _ = camvid_built
+    fig = viz.ablation_figure(built["camvid_ablation"], runs)
+    ax, ax2 = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(built["camvid_ablation"].row)
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ["n=2", "n=2", "n=2", "n=2", "not run", "n=1", "not run", "n=3"]
+    seed_dots = sum(len(ln.get_xdata()) for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markersize() < 5)
+    assert seed_dots == 2 + 2 + 2 + 2 + 1 + 3  # every seed of every Table 2 row run
+    assert list(ax2.get_lines()[0].get_ydata()) == [27.2, 27.6, 29.1, 29.6, 32.2, 32.7, 33.3, 33.5]  # the paper's
+    assert viz.save_figure(fig, tmp_path / "a.png").stat().st_size > 20_000
+
+
+def test_curves_figure(camvid_built, tmp_path):
+    built, runs, _ = camvid_built
+    fig = viz.curves_figure(runs, list(built["camvid_models"].registry))
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["SegFormer-B0 (n=2)", "LeMoRe (n=3)", "LR-ASPP MobileNetV3-L (n=1)",
+                      "last quarter of the schedule"]
+    lemore = ax.get_lines()[1]
+    assert list(lemore.get_xdata()) == list(range(100, 801, 100))
+    assert lemore.get_ydata()[-1] == pytest.approx(42.0)  # the mean over the seeds
+    shaded = [p for p in ax.patches if p.get_label() == "last quarter of the schedule"]
+    assert len(shaded) == 1 and shaded[0].get_x() == 600  # 3/4 of 800 iterations
+    assert viz.save_figure(fig, tmp_path / "c.png").stat().st_size > 20_000
+
+
+def test_weights_comparison_picks_by_the_stated_rule(tmp_path, monkeypatch):
+    """Untrained tiny weights files written as the study's weights stage writes them, on a tiny CamVid tree."""
+    import camvid_results
+    from fixtures import make_camvid
+
+    root = make_camvid(tmp_path / "CamVid")
+    camvid_results.write_weights(tmp_path / "camvid", root)
+    scores = {"segformer_b0": np.array([30.0, 10.0]), "lemore": np.array([20.0, 40.0])}  # differences +10, -30
+    monkeypatch.setattr(viz, "score_images", lambda model, cfg, ds, device="cpu": scores[cfg.model.name])
+    fig, table = viz.weights_comparison(tmp_path / "camvid" / "weights", n=2)
+    assert list(table.image) == ["0016E5_07961", "0016E5_07959"]  # ranked: LeMoRe's best relative case first
+    assert table["Δ miou (SegFormer-B0 - LeMoRe)"].tolist() == [-30.0, 10.0]
+    assert list(table["rank"]) == [1, 2] and list(table.shown) == [1, 2]
+    axes = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in axes[:4]] == ["Image", "Ground Truth", "SegFormer-B0", "LeMoRe"]
+    assert axes[0].get_ylabel() == "rank 1/2\nΔ mIoU -30.0" and axes[4].get_ylabel() == "rank 2/2\nΔ mIoU +10.0"
+    assert "evenly spaced quantiles" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(legend) <= set(CAMVID_CLASSES) and legend
+    monkeypatch.undo()  # the real scores: per-image mIoU of the untrained models' predictions
+    _, real = viz.weights_comparison(tmp_path / "camvid" / "weights", n=1)
+    assert real["miou LeMoRe"].between(0, 100).all() and list(real.shown) == [1, 0]  # n=1: the lowest rank
+    with pytest.raises(FileNotFoundError, match="weights stage"):
+        viz.weights_comparison(tmp_path / "camvid" / "weights", ("lraspp_mobilenet_v3_large", "lemore"))

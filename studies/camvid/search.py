@@ -51,6 +51,9 @@ def train_runs(runs: list[dict], root: str, threads: int) -> None:
         if (RESULTS / f"{run['name']}.json").is_file():
             print(f"{run['name']}: results there, skipped")
             continue
+        if run.get("stopped"):
+            print(f"{run['name']}: stopped by hand (its note says why), skipped")
+            continue
         cfg = run_config(run, root)
         train(cfg, run_dir=RUNS / run["name"], results_dir=RESULTS)
 
@@ -66,7 +69,8 @@ def summary(runs: list[dict]) -> str:
     for run in runs:
         path = RESULTS / f"{run['name']}.json"
         if not path.is_file():
-            lines.append(f"| {run['name']} | {run['model']} | not run yet | | | | | | | | | |")
+            state = "stopped: see its note" if run.get("stopped") else "not run yet"
+            lines.append(f"| {run['name']} | {run['model']} | {state} | | | | | | | | | |")
             continue
         r = json.loads(path.read_text())
         c, t = r["config"], r.get("timing", {})

@@ -60,7 +60,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 #: Logged values that measure time, not the computation.
-TIMING = {"train/iter_per_s", "train/img_per_s"}
+TIMING = {"train/iter_per_s", "train/img_per_s", "train/data_wait"}
 
 
 def jsonl(run_dir: Path) -> list[dict]:
