@@ -12,8 +12,10 @@ so that the file's own mIoU is on record beside the run's (float16 rounding move
 in ``<out>.json``. The checkpoint lives in the run directory (``runs/``), which a fresh clone does not have: the
 stage only runs where the study was trained.
 
-``profile``: parameters, GFLOPs (fvcore MACs, attention matmuls counted) and batch-1 latency of each model at one input
-size and class count, built for that size (LeMoRe's view matrices resampled to it, as the trained weights load);
+``profile``: parameters, GFLOPs (fvcore MACs, attention matmuls counted) and batch-1 latency of each model on a frame of
+one size, with one class count, built for the size it runs at (:func:`deploy_size`: the frame padded up to a multiple
+of 64 for LeMoRe and TopFormer-T, whose exported graphs need it; LeMoRe's view matrices resampled to it, as the
+trained weights load);
 latency with ONNX Runtime, 1 thread, the network's logits, every model interleaved in one process
 (:func:`lemore.profiling.compare_latency`), and the ratio to LR-ASPP MobileNetV3-Large of the same run. The CPU is
 named in the output; milliseconds from two machines are not comparable, ratios within one run are.
@@ -82,27 +84,43 @@ def evaluate_weights(path: str | Path, data_root: str = "", split: str = "val") 
     return run_evaluation(model, eval_loader(ds, cfg, device="cpu"), cfg, class_names=list(ds.classes))
 
 
+#: Model families whose exported graph needs the input's height and width to be multiples of a number: LeMoRe's
+#: view matrices and TopFormer-T's token pooling work at 1/64 (ONNX has no adaptive pooling to a size that does not
+#: divide the input). A frame of another size is padded up to it, which is what deploying them at that size costs.
+INPUT_MULTIPLE = {"lemore": 64, "topformer": 64}
+
+
+def deploy_size(model: str, size: tuple[int, int]) -> tuple[int, int]:
+    """The input size ``model`` runs a ``size`` frame at: ``size`` padded up to :data:`INPUT_MULTIPLE` of its family."""
+    m = INPUT_MULTIPLE.get(model.split("_", 1)[0], 1)
+    return (-(-size[0] // m) * m, -(-size[1] // m) * m)
+
+
 def profile(models: list[str], size: tuple[int, int], num_classes: int, *, runs: int = 15,
             warmup: int = 2) -> dict[str, Any]:
-    """Params, GFLOPs and ORT 1-thread latency of ``models`` at ``size`` (see the module docstring)."""
+    """Params, GFLOPs and ORT 1-thread latency of ``models`` on a ``size`` frame, each at :func:`deploy_size` (see
+    the module docstring)."""
     from lemore.export import build_model
     from lemore.profiling import COMPARE_REFERENCE, compare_latency, count_params
 
     names = list(dict.fromkeys([*models, COMPARE_REFERENCE]))
     start = time.perf_counter()
-    lat = compare_latency([(n, size) for n in names], num_classes=num_classes, backends=("ort",), threads=(1,),
+    lat = compare_latency([(n, deploy_size(n, size)) for n in names], num_classes=num_classes, backends=("ort",),
+                          threads=(1,),
                           outputs=("logits",), runs=runs, warmup=warmup,
                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
     timing = lat["summary"]["ort, 1 thread | logits"]
     rows = []
     for name in names:
-        rows.append({"model": name, "input_size": list(size), "num_classes": num_classes,
-                     "params_m": count_params(build_model(name, num_classes, size)) / 1e6,
+        run_size = deploy_size(name, size)
+        rows.append({"model": name, "input_size": list(size), "run_size": list(run_size), "num_classes": num_classes,
+                     "params_m": count_params(build_model(name, num_classes, run_size)) / 1e6,
                      "gflops": lat["gflops"][name], "latency_ms": timing[name]["median_ms"],
                      "latency_ratio": timing[name]["ratio"], "in_study": name in models})
-    protocol = {**lat["protocol"], "what": "ONNX Runtime, 1 thread, batch 1, the network's logits at the decoder "
-                "stride; medians of interleaved runs; ratio = the model's time / LR-ASPP MobileNetV3-Large's in the "
-                "same run", "wall_time_s": round(time.perf_counter() - start, 1)}
+    protocol = {**lat["protocol"], "what": f"ONNX Runtime, 1 thread, batch 1, the network's logits at the decoder "
+                f"stride for a {size[0]}x{size[1]} frame, padded to a multiple of 64 for the models whose graph needs "
+                "it (run size); medians of interleaved runs; ratio = the model's time / LR-ASPP "
+                "MobileNetV3-Large's in the same run", "wall_time_s": round(time.perf_counter() - start, 1)}
     return {"protocol": protocol, "rows": rows}
 
 
@@ -111,9 +129,10 @@ def profile_markdown(result: dict[str, Any]) -> str:
     r0 = result["rows"][0]
     lines = [f"# Models at {r0['input_size'][0]}x{r0['input_size'][1]}, {r0['num_classes']} classes", "",
              f"{p['what']}. CPU: {p.get('cpu', '?')}.", "",
-             "| model | params (M) | GFLOPs | latency (ms) | ratio to LR-ASPP |", "|---|--:|--:|--:|--:|"]
+             "| model | run at | params (M) | GFLOPs | latency (ms) | ratio to LR-ASPP |", "|---|---|--:|--:|--:|--:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} | "
+        h, w = r.get("run_size", r["input_size"])
+        lines.append(f"| {r['model']} | {h}x{w} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} | "
                      f"{r['latency_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 

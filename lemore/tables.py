@@ -460,7 +460,8 @@ CAMVID_CAPTIONS = {
     "camvid_models": "CamVid (SegNet's 11 classes, 360x480), every model trained from scratch (no ImageNet weights) "
                      "with the same recipe, several seeds each: val mIoU = mean over the seeds, std = their sample "
                      "standard deviation, n = seeds; per-class IoU = mean over the seeds. Params, GFLOPs (fvcore "
-                     "MACs) and latency (ONNX Runtime, 1 thread, batch 1) at 360x480 from profile.json; latency ratio "
+                     "MACs) and latency (ONNX Runtime, 1 thread, batch 1) for a 360x480 frame from profile.json (run at: padded to a "
+                     "multiple of 64 for the models whose exported graph needs it); latency ratio "
                      "= the model's time over LR-ASPP MobileNetV3-Large's in the same run. Last-quarter gain: mIoU "
                      "at the end minus at 3/4 of the schedule, mean over the seeds. The ADE20K column is what its "
                      "source published (ImageNet-pretrained, ADE20K 512x512), not measured here. Empty = not run",
@@ -518,15 +519,17 @@ def study_runs(results_dir: str | os.PathLike, dataset: str = "camvid") -> pd.Da
 def load_study_profile(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The rows and the protocol of ``<results_dir>/profile.json`` (``python -m lemore.study profile``).
 
-    Rows: model, size ("HxW"), num_classes, params_m, gflops, latency_ms, latency_ratio (to LR-ASPP
+    Rows: model, size ("HxW", the frame), run_size (the padded size the model ran at), num_classes, params_m, gflops,
+    latency_ms, latency_ratio (to LR-ASPP
     MobileNetV3-Large in the same run), in_study. Without the file: no rows (these columns) and ``{}``.
     """
-    cols = ["model", "size", "num_classes", "params_m", "gflops", "latency_ms", "latency_ratio", "in_study"]
+    cols = ["model", "size", "run_size", "num_classes", "params_m", "gflops", "latency_ms", "latency_ratio", "in_study"]
     path = Path(results_dir, "profile.json")
     if not path.is_file():
         return pd.DataFrame(columns=cols), {}
     obj = _read_json(path)
-    rows = [dict(model=r["model"], size="x".join(str(v) for v in r["input_size"]), num_classes=r["num_classes"],
+    rows = [dict(model=r["model"], size="x".join(str(v) for v in r["input_size"]),
+                 run_size="x".join(str(v) for v in r.get("run_size", r["input_size"])), num_classes=r["num_classes"],
                  params_m=r.get("params_m"), gflops=r.get("gflops"), latency_ms=r.get("latency_ms"),
                  latency_ratio=r.get("latency_ratio"), in_study=bool(r.get("in_study", True)))
             for r in obj.get("rows", [])]
@@ -606,6 +609,7 @@ def study_models_table(chosen: pd.DataFrame, profile: pd.DataFrame, models: Sequ
         for c in classes:
             row[f"iou {c}"] = r.per_class_iou.get(c, math.nan) if r is not None else math.nan
         row.update({
+            "run at": p.run_size if p is not None else "",
             "params_m": p.params_m if p is not None else math.nan,
             f"gflops ({size})": p.gflops if p is not None else math.nan,
             f"latency_ms ({size})": p.latency_ms if p is not None else math.nan,
@@ -615,7 +619,7 @@ def study_models_table(chosen: pd.DataFrame, profile: pd.DataFrame, models: Sequ
             "initialisation": "; ".join(f"pretrained: {i}" if i else FROM_SCRATCH for i in inits),
             "registry": m})
         rows.append(row)
-    cols = ["model", "val miou", "val miou std", "n", "seeds", *[f"iou {c}" for c in classes], "params_m",
+    cols = ["model", "val miou", "val miou std", "n", "seeds", *[f"iou {c}" for c in classes], "run at", "params_m",
             f"gflops ({size})", f"latency_ms ({size})", "latency ratio to LR-ASPP", "last-quarter gain",
             "ade20k miou (published)", "ade20k source (published)", "initialisation", "registry"]
     df = pd.DataFrame(rows, columns=cols)
