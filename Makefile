@@ -30,7 +30,7 @@ test-all: setup
 	$(PY) -m pytest -q
 
 # The whole study on the synthetic dataset (params.yaml): `dvc repro dvc.yaml` runs what is out of date (stage by
-# stage, with progress bars; the proxy study, studies/proxy/dvc.yaml, is left to its own command), then a summary says
+# stage, with progress bars; the CamVid study, studies/camvid/dvc.yaml, is left to its own command), then a summary says
 # where the results are. The venv's bin/ goes first on PATH because every stage command starts
 # `python -m lemore.launch ...`. Two OpenMP threads unless OMP_NUM_THREADS is set: the demo's numbers are
 # bit-for-bit those committed only with the same thread count (floating-point sums run in another order with

@@ -864,7 +864,8 @@ def bubble_frame(dataset: str, runs: pd.DataFrame, profile: pd.DataFrame, includ
     for the dataset with params (ADE20K), the paper's (``source == "paper"``): its lightweight models and the
     rows we reproduced.
 
-    Columns: label, source ("ours" | "paper"), miou, params_m, gflops, latency_ms, size.
+    Columns: label, source ("ours" | "paper"), miou, miou_std (ours: sample std over the seeds of :func:`best_runs`,
+    NaN for one seed or the paper), n (seeds; NaN for the paper), params_m, gflops, latency_ms, size.
     GFLOPs / latency of our points are measured at the dataset's recipe crop (``profile_plan``).
     """
     from lemore.config import recipe
@@ -879,7 +880,8 @@ def bubble_frame(dataset: str, runs: pd.DataFrame, profile: pd.DataFrame, includ
     for _, r in hit.iterrows():
         # params: of the trained model itself (its results JSON); cost: profiled at the dataset's recipe crop
         params = r.params_m if pd.notna(r.params_m) else _profile_value(profile, r.model, size, k, "params_m")
-        rows.append(dict(label=display_name(r.model), source="ours", miou=r.miou, params_m=params,
+        rows.append(dict(label=display_name(r.model), source="ours", miou=r.miou,
+                         miou_std=r.get("miou_std", math.nan), n=r.get("n", math.nan), params_m=params,
                          gflops=_profile_value(profile, r.model, size, k, "gflops"),
                          latency_ms=_profile_value(profile, r.model, size, k, "latency_ms"),
                          size=f"{size[0]}x{size[1]}"))
@@ -894,7 +896,9 @@ def bubble_frame(dataset: str, runs: pd.DataFrame, profile: pd.DataFrame, includ
                     continue
                 enc = p.get("encoder", p["model"])
                 label = p["model"] if enc == p["model"] else f"{p['model']} ({enc})"
-                rows.append(dict(label=label, source="paper", miou=p["miou"], params_m=p["params_m"],
+                rows.append(dict(label=label, source="paper", miou=p["miou"], miou_std=math.nan, n=math.nan,
+                                 params_m=p["params_m"],
                                  gflops=p.get("gflops", math.nan), latency_ms=p.get("latency_ms", math.nan),
                                  size=f"{spec.size[0]}x{spec.size[1]}"))
-    return pd.DataFrame(rows, columns=["label", "source", "miou", "params_m", "gflops", "latency_ms", "size"])
+    return pd.DataFrame(rows, columns=["label", "source", "miou", "miou_std", "n", "params_m", "gflops", "latency_ms",
+                                       "size"])

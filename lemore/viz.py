@@ -18,6 +18,7 @@ again by itself. Without a display matplotlib falls back to its Agg backend on i
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -227,10 +228,12 @@ def run_predictions(run_dir: str | os.PathLike, n: int = 4, data_root: str = "",
 
 # --------------------------------------------------------------------------------------------- bubble plot
 def bubble_plot(points: pd.DataFrame, title: str = "", device_note: str = "") -> Figure:
-    """mIoU (y) vs parameters (x); bubble area proportional to GFLOPs; labels give GFLOPs and latency.
+    """mIoU (y) vs parameters (x); bubble area proportional to GFLOPs; labels give GFLOPs and latency; our points
+    averaged over several seeds carry an error bar of one standard deviation and ``n=`` in their label.
 
     Args:
-        points: :func:`lemore.tables.bubble_frame` (label, source, miou, params_m, gflops, latency_ms, size).
+        points: :func:`lemore.tables.bubble_frame` (label, source, miou, miou_std, n, params_m, gflops, latency_ms,
+            size; miou_std and n optional).
         title: figure title.
         device_note: where our latency was measured (shown in the legend).
     """
@@ -251,9 +254,13 @@ def bubble_plot(points: pd.DataFrame, title: str = "", device_note: str = "") ->
         kw = (dict(facecolors="none", edgecolors="0.55", linewidths=1.0) if paper
               else dict(color=ours_colors(j % 10), alpha=0.75, edgecolors="k", linewidths=0.8))
         ax.scatter([p.params_m], [p.miou], s=area(p.gflops), zorder=3 if not paper else 2, **kw)
+        std = float(p.get("miou_std", math.nan))
+        if not paper and np.isfinite(std):
+            ax.errorbar([p.params_m], [p.miou], yerr=[std], fmt="none", ecolor="k", elinewidth=1.2, capsize=4, zorder=4)
         lat = "" if not np.isfinite(p.latency_ms) else f", {p.latency_ms:.1f} ms"
         gfl = "" if not np.isfinite(p.gflops) else f"{p.gflops:.2f} GFLOPs"
-        label = f"{p.label} (paper)" if paper else f"{p.label}\n{gfl}{lat}"
+        seeds = f", ±{std:.2f} (n={int(p.n)})" if not paper and np.isfinite(std) else ""
+        label = f"{p.label} (paper)" if paper else f"{p.label}\n{gfl}{lat}{seeds}"
         labels.append((label, p.params_m, p.miou, paper))
     _place_labels(fig, ax, labels)
     handles.append(ax.scatter([], [], s=60, color="tab:blue", edgecolors="k", label="ours (measured" + (

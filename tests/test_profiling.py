@@ -112,7 +112,7 @@ def test_lraspp_reduced_gflops_budget():
 @pytest.mark.xfail(strict=True, reason="torchvision's reduced-tail LR-ASPP has 1.77M parameters at 150 classes "
                    "(backbone 1.62M + LR-ASPP head and classifiers 0.15M); Table 1's 1.6M is close to the backbone "
                    "alone. "
-                   "Not bent: README 'Peers' explains it")
+                   "Not bent: docs/peers.md, 'The budget', explains it")
 def test_lraspp_reduced_params_budget():
     row = profile_model("lraspp_mobilenet_v3_large_reduced", 150, (512, 512))
     assert row.params_m == pytest.approx(_reduced_row().params_m, rel=PEER_PARAMS_TOL)

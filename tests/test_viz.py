@@ -70,6 +70,24 @@ def test_bubble_plot_marks_paper_points():
         viz.bubble_plot(points.iloc[:0])
 
 
+def test_bubble_plot_error_bars_for_seeds():
+    """Our points averaged over seeds get an error bar (one std) and n in the label; one seed gets none."""
+    points = pd.DataFrame([
+        dict(label="LeMoRe", source="ours", miou=30.0, miou_std=1.5, n=3, params_m=1.6, gflops=0.8, latency_ms=21.4,
+             size="512x512"),
+        dict(label="SegFormer-B0", source="ours", miou=35.0, miou_std=float("nan"), n=1, params_m=3.8, gflops=8.4,
+             latency_ms=300.0, size="512x512"),
+    ])
+    ax = viz.bubble_plot(points).axes[0]
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    assert len(bars) == 1
+    (seg,) = bars[0].get_segments()
+    assert seg[:, 1].min() == pytest.approx(28.5) and seg[:, 1].max() == pytest.approx(31.5)
+    texts = [t.get_text() for t in ax.texts]
+    assert "LeMoRe\n0.80 GFLOPs, 21.4 ms, ±1.50 (n=3)" in texts
+    assert "SegFormer-B0\n8.40 GFLOPs, 300.0 ms" in texts
+
+
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
     from lemore.data.synthetic import ensure_synthetic

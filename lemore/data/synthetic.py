@@ -17,7 +17,7 @@ value  class            appearance
 =====  ===============  ===========================================================
 
 The design is what a CPU can learn to a plateau in the minutes of ``make demo`` (generator version 3; see
-README, "The synthetic default"; version 2 was an intermediate with four object classes). Version 1 had six object
+docs/synthetic.md; version 2 was an intermediate with four object classes). Version 1 had six object
 classes with three textures, so that disc, box and
 triangle, and striped disc and striped box, differed by shape alone; trained from scratch, LeMoRe learned the
 textures within 200 iterations but no shape by 600 (its confusion matrix sent 84% of solid discs and 52% of

@@ -30,7 +30,7 @@ What it does, and why each step pays on CPU (``results/benchmarks/latency.md`` h
   token pooling is ``P_h @ x @ P_w^T`` with averaging matrices (:class:`FusedBackbone`: AveragePool of the
   24-channel 1/4 stage ran outside the NCHWc layout). Each gains well under 1 ms of LeMoRe's ~25 ms: what limits
   LeMoRe in ONNX Runtime is the padding of its 20- and 24-channel high-resolution layers to the NCHWc block
-  (16 channels with AVX-512), see README "Speed".
+  (16 channels with AVX-512), see docs/speed.md.
 - **Gated fusion** keeps its form (BatchNorm folded). Merging its gate and embedding convs into one conv with
   one upsampling call was tried and dropped: the split/concat it needs takes the upsampling out of ONNX
   Runtime's NCHWc layout, and the export got 10% slower (thread CPU time, 20 interleaved runs).

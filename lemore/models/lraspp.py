@@ -8,7 +8,7 @@ MobileNetV3 paper's segmentation setting, under torchvision's LR-ASPP head (128 
   channels halved, ``mobilenet_v3_large(reduced_tail=True)``, the MobileNetV3 paper's "RF2"): 1.6M params,
   1.3 GFLOPs, 33 ms, 32.3 mIoU in Table 1. torchvision's model has 1.77M parameters at 150 classes: its backbone
   alone has 1.62M, the LR-ASPP head and the two classifiers another 0.15M, so the published 1.6M cannot count the
-  same head (see ``docs/architecture.md`` / README "Peers" for the budget).
+  same head (see ``docs/peers.md``, "The budget").
 """
 
 from __future__ import annotations
