@@ -8,6 +8,10 @@ Each run is ``lemore.config.load(dataset="camvid")`` with the run's model and ov
 ``lemore.engine.train.train`` in ``runs/camvid_search/<name>`` (resumed if killed) with its results in
 ``results/camvid/search/<name>.json``: the final val metrics, the evaluations logged during training (the
 learning curve), the training loop's time and the config. Only the training and validation splits are read.
+
+A run whose overrides make exactly the chosen camvid recipe names, under ``results:``, the study's seed-0 folder
+(``results/camvid/metrics/<model>/seed0``) instead: the study trains that configuration anyway (``dvc repro
+studies/camvid/dvc.yaml``), so the search reads its results there rather than training it twice.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ def run_config(run: dict, root: str):
                                              **run.get("set", {})})
 
 
+def result_path(run: dict) -> Path:
+    """The results JSON of ``run``: ``results/camvid/search/<name>.json``, or the one JSON in the study folder its
+    ``results:`` names (a path that does not exist yet while the study has not trained it)."""
+    if "results" not in run:
+        return RESULTS / f"{run['name']}.json"
+    folder = ROOT / run["results"]
+    found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if len(found) > 1:
+        raise ValueError(f"{folder}: expected one results JSON for search run {run['name']!r}, found "
+                         f"{[f.name for f in found]}")
+    return found[0] if found else folder / "(not trained yet)"
+
+
 def train_runs(runs: list[dict], root: str, threads: int) -> None:
     import torch
 
@@ -48,8 +65,11 @@ def train_runs(runs: list[dict], root: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     for run in runs:
-        if (RESULTS / f"{run['name']}.json").is_file():
+        if result_path(run).is_file():
             print(f"{run['name']}: results there, skipped")
+            continue
+        if "results" in run:
+            print(f"{run['name']}: trained by the study (dvc repro studies/camvid/dvc.yaml), skipped")
             continue
         if run.get("stopped"):
             print(f"{run['name']}: stopped by hand (its note says why), skipped")
@@ -67,9 +87,10 @@ def summary(runs: list[dict]) -> str:
              "| run | model | crop | batch | lr | random resize | iterations | val mIoU | curve (mIoU at each evaluation) "
              "| last-quarter gain | loop it/s | minutes |", "|---|---|---|--:|--:|---|--:|--:|---|--:|--:|--:|"]
     for run in runs:
-        path = RESULTS / f"{run['name']}.json"
+        path = result_path(run)
         if not path.is_file():
-            state = "stopped: see its note" if run.get("stopped") else "not run yet"
+            state = ("stopped: see its note" if run.get("stopped") else
+                     f"the study's run, not trained yet ({run['results']})" if "results" in run else "not run yet")
             lines.append(f"| {run['name']} | {run['model']} | {state} | | | | | | | | | |")
             continue
         r = json.loads(path.read_text())
@@ -79,14 +100,16 @@ def summary(runs: list[dict]) -> str:
         gain = last_quarter_gain(curve, iters)
         minutes = (t.get("loop_s", 0) + t.get("eval_s", 0)) / 60
         ips = t["iterations"] / t["loop_s"] if t.get("loop_s") else float("nan")
+        where = f" (= {run['results']})" if "results" in run else ""
         lines.append(
-            f"| {run['name']} | {run['model']} | {c['data']['crop_size'][0]}x{c['data']['crop_size'][1]} | "
+            f"| {run['name']}{where} | {run['model']} | {c['data']['crop_size'][0]}x{c['data']['crop_size'][1]} | "
             f"{c['train']['batch_size']} | {c['train']['lr']:g} | {c['data']['ratio_range'][0]:g}-"
             f"{c['data']['ratio_range'][1]:g} | {iters} | **{r['metrics']['miou']:.2f}** | "
             + " / ".join(f"{p['miou']:.1f}" for p in curve) + f" | {gain:+.2f} | {ips:.2f} | {minutes:.1f} |")
     lines += ["", "Last-quarter gain: val mIoU at the end minus at 3/4 of the schedule (the plateau rule: < 1.0)."]
     notes = [f"- **{r['name']}**: {r['note']}" for r in runs if r.get("note")]
-    return "\n".join(lines + ["", "## Why each run", ""] + notes) + "\n"
+    choice = ["", "## The choice", "", " ".join(yaml.safe_load(SPEC.read_text()).get("choice", "").split())]
+    return "\n".join(lines + choice + ["", "## Why each run", ""] + notes) + "\n"
 
 
 def last_quarter_gain(curve: list[dict], iters: int) -> float:
