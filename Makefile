@@ -34,8 +34,8 @@ test-all: setup
 # where the results are. The venv's bin/ goes first on PATH because every stage command starts
 # `python -m lemore.launch ...`. Two OpenMP threads unless OMP_NUM_THREADS is set: the demo's numbers are
 # bit-for-bit those committed only with the same thread count (floating-point sums run in another order with
-# another count), and 2 threads train SegFormer-B0 1.6x faster than 1 on the 2-core reference machine (3.3 vs
-# 2.1 it/s; LeMoRe, at 8.2 it/s, waits for its data loader either way).
+# another count), and 2 threads train SegFormer-B0 1.6x faster than 1 on a 2-core machine. About 11 minutes on
+# an AMD EPYC Zen 4 with 2 cores (SegFormer-B0 3.3 it/s, LeMoRe 7.9 it/s; docs/synthetic.md).
 demo: setup
 	@start=$$(date +%s); \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VENV)/bin/dvc repro dvc.yaml && \

@@ -192,3 +192,12 @@ def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     assert row["model"] == "topformer_t" and row["engine_iters"] == [1, 11] and row["ratio"] > 0
     assert 0 <= row["eval"]["outside_model"] < 1 and result["protocol"]["cpu"]
     assert "| camvid | topformer_t |" in (tmp_path / "out" / "engine_throughput.md").read_text()
+    # --eval-only measures the evaluation column again and keeps the engine's
+    assert bench.main(["--eval-only", "--threads", "1", "--eval-images", "2", "--camvid-root", str(root),
+                       "--out-dir", str(tmp_path / "out")]) == 0
+    again = json.loads((tmp_path / "out" / "engine_throughput.json").read_text())
+    (row2,) = again["rows"]
+    assert row2["engine_s"] == row["engine_s"] and row2["eval"]["images"] == 2
+    assert len(row2["eval"]["forward_runs_s"]) == 2 and "--eval-only" in again["protocol"]["eval_command"]
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.main(["--eval-only", "--out-dir", str(tmp_path / "empty")])
