@@ -477,7 +477,7 @@ def pareto_figure(models: pd.DataFrame, protocol: Mapping[str, Any] | None = Non
         front = pts[pareto_mask(pts[col], pts["val miou"])].sort_values(col)
         if len(front):
             ax.step(front[col], front["val miou"], where="post", ls="--", color="0.4", lw=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)  # "best": away from the points
         if pts.empty:
             ax.text(0.5, 0.5, "no runs with this measurement yet", transform=ax.transAxes, ha="center")
         else:

@@ -49,7 +49,6 @@ README_MAX_LINES = 200
 #: checked.
 PRODUCED_LATER = (
     "results/camvid/",  # dvc repro studies/camvid/dvc.yaml (tables, figures, weights, profile, data.json)
-    "results/benchmarks/engine_throughput.",  # make bench-engine
     "results/benchmarks/gpu.",  # make gpu-check, on a CUDA machine
 )
 
