@@ -165,18 +165,18 @@ def eval_share(cfg, n_images: int, threads: int, reps: int = 2) -> dict:
 
 
 def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int, first: int, target_s: float,
-        eval_images: int, camvid_root: str, workdir: Path) -> list[dict]:
+        eval_images: int, camvid_root: str, workdir: Path, overrides: dict[str, str] | None = None) -> list[dict]:
     from tqdm import tqdm
 
     rows = []
     cases = [(r, m) for r in recipes for m in models]
     for recipe, model in tqdm(cases, desc="engine vs model", unit="case"):
         root = camvid_root if recipe == "camvid" else ""
-        cfg = recipe_cfg(recipe, model, root)
+        cfg = recipe_cfg(recipe, model, root, **(overrides or {}))
         alone1 = model_only(cfg, model_steps, threads)
         m = int(min(200, max(10, round(target_s / alone1))))
-        wall_a, wait_a = engine_wall(recipe_cfg(recipe, model, root), first, workdir, threads)
-        wall_b, wait_b = engine_wall(recipe_cfg(recipe, model, root), first + m, workdir, threads)
+        wall_a, wait_a = engine_wall(recipe_cfg(recipe, model, root, **(overrides or {})), first, workdir, threads)
+        wall_b, wait_b = engine_wall(recipe_cfg(recipe, model, root, **(overrides or {})), first + m, workdir, threads)
         alone2 = model_only(cfg, model_steps, threads)
         alone = min(alone1, alone2)  # the faster of the two: machine noise can only flatter the engine's ratio less
         engine = (wall_b - wall_a) / m
@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camvid-root", default="", help="CamVid (SegNet layout); default $LEMORE_DATA/CamVid, else a "
                    "stand-in of the same layout and sizes in a temporary folder")
     p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every case, e.g. data.num_workers=0 (an engine setting to compare)")
     p.add_argument("--eval-only", action="store_true", help="measure the evaluation column again for the rows of the "
                    "existing engine_throughput.json in --out-dir (the engine columns are kept)")
     args = p.parse_args(argv)
@@ -263,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(models) - set(segmentation_models()))
     if bad:
         p.error(f"unknown models {bad}; choose from {segmentation_models()}")
+    bad_set = [kv for kv in args.set if "=" not in kv]
+    if bad_set:
+        p.error(f"--set takes KEY=VALUE pairs; got {bad_set}")
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     t_start = time.perf_counter()
     if args.eval_only:
         return eval_only(Path(args.out_dir), args, argv)
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             camvid_root = str(camvid_standin(Path(tmp) / "CamVid"))
         rows = run(args.recipes, models, threads=args.threads, model_steps=args.model_steps, first=args.first,
                    target_s=args.target_seconds, eval_images=args.eval_images, camvid_root=camvid_root,
-                   workdir=Path(tmp))
+                   workdir=Path(tmp), overrides=overrides)
     ratios = [r["ratio"] for r in rows]
     result = {"rows": rows, "min_ratio": min(ratios), "median_ratio": statistics.median(ratios),
               "protocol": {
@@ -281,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                  else sys.argv[1:]),
                   "cpu": cpu_model_name(), "cores": available_cores(), "threads": args.threads,
                   "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                  "overrides": overrides,
                   "camvid_data": "stand-in (CamVid layout and sizes, temporary)" if standin else camvid_root,
                   "engine_runs": "train() with iters=a and a+m; eval_interval past the end; W&B disabled; "
                                  "warm-up 1 iteration (the lr does not change the cost)",

@@ -230,7 +230,23 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
     tensors = {k: stored(v) for k, v in state_dict.items()}
     meta = {"format": "lemore", "config": json.dumps(config), "dtype": "float16 (ndim >= 2)" if half else "as trained",
             **{k: str(v) for k, v in metadata.items()}}
-    return atomic_write_bytes(path, save(tensors, metadata=meta))
+    return atomic_write_bytes(path, _sorted_header(save(tensors, metadata=meta)))
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted, so that the same weights and metadata give the same bytes.
+
+    safetensors writes the metadata in hash-map order, which changes from one call to the next; a file whose bytes
+    change when nothing did makes a pipeline's downstream stages look stale. The format: 8 bytes of header length
+    (little-endian), the header (JSON, padded with spaces to a multiple of 8), the tensor data, whose offsets are
+    relative to the data and so unchanged.
+    """
+    import json
+
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n :]
 
 
 def read_weights_config(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -64,22 +64,13 @@ def export_weights(folder: str | Path, out: str | Path, *, evaluate: bool = True
 
 def evaluate_weights(path: str | Path, data_root: str = "", split: str = "val") -> dict[str, Any]:
     """The metrics of a ``.safetensors`` file of :func:`lemore.checkpoint.save_weights` on ``split`` (CPU)."""
-    from lemore.checkpoint import load_state_dict, load_weights, read_weights_config
-    from lemore.config import load, saved_overrides
     from lemore.data import build_dataset
     from lemore.data.transforms import eval_transform
-    from lemore.engine.evaluate import build_model, eval_loader
+    from lemore.engine.evaluate import eval_loader
     from lemore.engine.evaluate import evaluate as run_evaluation
+    from lemore.viz import load_weights_model
 
-    saved = read_weights_config(path)
-    if saved is None:
-        raise ValueError(f"{path}: no training config in its metadata (not written by lemore's save_weights)")
-    overrides = saved_overrides(saved)
-    if data_root:
-        overrides["data.root"] = data_root
-    cfg = load(dataset=saved["data"]["dataset"], overrides=overrides)
-    model = build_model(cfg)
-    load_state_dict(model, load_weights(path), source=str(path))
+    model, cfg = load_weights_model(path, data_root)
     ds = build_dataset(cfg.data, split, transform=eval_transform(cfg.data), cache=True)
     return run_evaluation(model, eval_loader(ds, cfg, device="cpu"), cfg, class_names=list(ds.classes))
 

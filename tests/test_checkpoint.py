@@ -114,6 +114,27 @@ def test_load_weights_formats(tmp_path):
     load_state_dict(m, {f"module.{k}": v for k, v in m.state_dict().items()})
 
 
+def test_save_weights_is_byte_stable(tmp_path):
+    """The same weights and metadata give the same file (safetensors alone writes its metadata in hash-map order,
+    which differs from call to call), and the file still loads with safetensors and keeps its config."""
+    from safetensors import safe_open
+
+    from lemore.checkpoint import read_weights_config, save_weights
+
+    sd = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.bias": torch.randn(4), "bn.num_batches_tracked": torch.tensor(7)}
+    cfg = {"model": {"name": "lemore"}, "data": {"dataset": "camvid"}}
+    blobs = {save_weights(sd, tmp_path / f"w{i}.safetensors", config=cfg, run_name="r", source="s").read_bytes()
+             for i in range(6)}
+    assert len(blobs) == 1
+    path = tmp_path / "w0.safetensors"
+    out = load_weights(path)
+    assert out["conv.weight"].dtype == torch.float16 and torch.equal(out["conv.weight"], sd["conv.weight"].half())
+    assert torch.equal(out["bn.bias"], sd["bn.bias"]) and out["bn.num_batches_tracked"].item() == 7
+    assert read_weights_config(path) == cfg
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["run_name"] == "r" and sorted(f.keys()) == sorted(sd)
+
+
 def test_atomic_json_is_strict(tmp_path):
     path = atomic_write_json(tmp_path / "m.json", {"miou": float("nan"), "t": (1, 2)})
     assert json.loads(path.read_text()) == {"miou": None, "t": [1, 2]}

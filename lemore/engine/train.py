@@ -396,12 +396,15 @@ def cpu_channels_last(model_name: str, num_classes: int) -> bool:
 def loader_workers(requested: int, device: torch.device, cached: bool = False) -> int:
     """DataLoader worker processes for ``data.num_workers = requested`` on ``device``.
 
-    On CUDA, as requested. On CPU the workers share the cores with the compute threads (``torch.get_num_threads()``),
-    and a worker that takes a core from a thread stalls every parallel region of the step. So at most the cores the
-    threads leave free, and at least one (which overlaps the data with the step); 0 for a split held in memory whose
-    samples need no augmentation (evaluation: a worker would only add its start-up). ``python
-    benchmarks/engine_throughput.py`` (2 cores, 2 threads, LeMoRe, synthetic recipe): 0.94 of the model-only step's
-    rate with 0 workers, 0.96 with 1, 0.81 with 2.
+    On CUDA, as requested. On CPU the workers share the cores with the compute threads (``torch.get_num_threads()``):
+    a worker that takes a core from a compute thread stalls every parallel region of the step (the other threads
+    wait for it at the region's end), so a millisecond of augmentation costs the step more than a millisecond. So at
+    most the cores the threads leave free, and none when they take them all: the main process then augments each
+    batch between two steps, on all its cores. 0 also for a split held in memory whose samples need no augmentation
+    (evaluation: a worker would only add its start-up). Samples do not depend on the workers (each is seeded by its
+    place in the schedule), so this changes the speed only. ``python benchmarks/engine_throughput.py --recipes camvid
+    --set data.num_workers=N`` (AMD EPYC Zen 4, 2 cores, 2 threads, interleaved): LeMoRe 5.23 iterations/s with no
+    worker against 4.13 with one, LR-ASPP 2.76 against 2.03, TopFormer-T 4.78 against 3.83 (docs/speed.md).
     """
     if device.type != "cpu":
         return requested
@@ -409,7 +412,7 @@ def loader_workers(requested: int, device: torch.device, cached: bool = False) -
         return 0
     from lemore.profiling import available_cores
 
-    return min(requested, max(1, available_cores() - torch.get_num_threads()))
+    return max(0, min(requested, available_cores() - torch.get_num_threads()))
 
 
 # ------------------------------------------------------------------------------------------ loss and schedule

@@ -344,7 +344,12 @@ def test_cpu_loader_workers_leave_the_cores_to_the_compute_threads(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(lemore.profiling, "available_cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert T.loader_workers(2, cpu) == 1  # 2 cores, 2 threads: one worker overlaps the data with the step
+    assert T.loader_workers(2, cpu) == 0  # 2 cores, 2 threads: the main process augments between the steps
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert T.loader_workers(2, cpu) == 1  # 1 thread: one core left for a worker
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert T.loader_workers(2, cpu) == 0  # more threads than cores: still none
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert T.loader_workers(0, cpu) == 0  # never more than asked
     assert T.loader_workers(2, cpu, cached=True) == 0  # evaluation of a split in memory: no worker start-up
     assert T.loader_workers(8, cuda) == 8 and T.loader_workers(8, cuda, cached=True) == 8
