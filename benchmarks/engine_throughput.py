@@ -26,6 +26,13 @@ loading, inference at the whole image, upsampling to the label, argmax, confusio
 forward alone on the same images, already decoded and normalised: the share of an evaluation pass spent outside
 the model.
 
+**Loader workers** (``--workers-ab``): the engine's data stream (``lemore.engine.train.train_batches``, the recipe's
+augmentations) feeding the model-only step, with 0 and with 1 DataLoader worker process, in blocks of
+``--ab-steps`` iterations alternated (0, 1, 0, 1, ...) ``--ab-blocks`` times each in one process: the question
+behind :func:`lemore.engine.train.loader_workers` (on CPU, a worker only where the compute threads leave a core),
+answered without the drift between two runs minutes apart that the engine columns above are exposed to. Writes
+results/benchmarks/loader_workers_ab.{json,md}.
+
 CamVid: the data at ``--camvid-root`` (default: ``data.root`` resolution, ``$LEMORE_DATA/CamVid``); where it is
 absent, a stand-in in CamVid's layout and sizes (96 training, 8 validation images of 360x480, label regions of the
 11 classes) is written to a temporary folder, which costs the pipeline what CamVid does (decoding happens once,
@@ -241,6 +248,72 @@ def eval_only(out: Path, args, argv: list[str] | None) -> int:
     return 0
 
 
+def workers_ab(recipe: str, model: str, root: str, *, threads: int, steps: int, blocks: int) -> dict:
+    """Iterations/s of the model-only step fed by ``train_batches`` with 0 and 1 loader workers, alternated."""
+    from lemore.data import build_dataset
+    from lemore.data.transforms import train_transform
+    from lemore.engine import train as T
+    from lemore.engine.evaluate import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = recipe_cfg(recipe, model, root)
+    ds = build_dataset(cfg.data, "train", transform=train_transform(cfg.data), cache=True)
+    fmt = torch.channels_last if T.cpu_channels_last(model, cfg.data.num_classes) else torch.contiguous_format
+    net = build_model(cfg).train().to(memory_format=fmt)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    rates: dict[int, list[float]] = {0: [], 1: []}
+    for block in range(blocks):
+        for workers in (0, 1):
+            batches = T.train_batches(ds, cfg.train.batch_size, seed=block, num_workers=workers)
+            for i in range(steps + 3):  # 3 untimed: the worker's start-up and first batches
+                if i == 3:
+                    t0 = time.perf_counter()
+                images, masks = next(batches)
+                loss = T.criterion(net(images.to(memory_format=fmt)), masks)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss.item()
+            rates[workers].append(steps / (time.perf_counter() - t0))
+            del batches
+    med = {w: statistics.median(r) for w, r in rates.items()}
+    return {"recipe": recipe, "model": model, "batch": cfg.train.batch_size, "crop": list(cfg.data.crop_size),
+            "it_per_s": {str(w): r for w, r in rates.items()}, "median_it_per_s": {str(w): v for w, v in med.items()},
+            "gain_without_worker": med[0] / med[1] - 1}
+
+
+def run_workers_ab(args, models: list[str], camvid_root: str, argv: list[str] | None) -> int:
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    rows = [workers_ab(r, m, camvid_root if r == "camvid" else "", threads=args.threads, steps=args.ab_steps,
+                       blocks=args.ab_blocks) for r, m in tqdm([(r, m) for r in args.recipes for m in models],
+                                                               desc="0 vs 1 worker", unit="case")]
+    protocol = {"command": "python benchmarks/engine_throughput.py " + " ".join(argv if argv is not None
+                                                                               else sys.argv[1:]),
+                "cpu": cpu_model_name(), "cores": available_cores(), "threads": args.threads,
+                "torch": torch.__version__, "blocks": f"{args.ab_blocks} x {args.ab_steps} iterations per setting, "
+                "alternated 0, 1, 0, 1, ... in one process (3 untimed iterations before each block)",
+                "load_average_end": list(os.getloadavg()), "seconds": round(time.perf_counter() - t_start, 1)}
+    lines = ["# Loader workers on CPU: 0 against 1", "",
+             f"`{protocol['command']}` on {protocol['cpu']} ({protocol['cores']} cores), {args.threads} torch threads: "
+             "the model-only step fed by the engine's data stream with no worker process (the main process "
+             "augments between steps) and with one (it augments beside the step, on the same cores).", "",
+             "| recipe | model | batch, crop | 0 workers it/s (median) | 1 worker it/s (median) | without a worker |",
+             "|---|---|---|--:|--:|--:|"]
+    for r in rows:
+        med = r["median_it_per_s"]
+        lines.append(f"| {r['recipe']} | {r['model']} | {r['batch']}, {r['crop'][0]}x{r['crop'][1]} | {med['0']:.2f} | "
+                     f"{med['1']:.2f} | {r['gain_without_worker']:+.0%} |")
+    lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in protocol.items()]
+    out = Path(args.out_dir)
+    write_json_atomic(out / "loader_workers_ab.json", {"rows": rows, "protocol": protocol})
+    write_text_atomic(out / "loader_workers_ab.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from lemore.launch import segmentation_models
 
@@ -258,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides for every case, e.g. data.num_workers=0 (an engine setting to compare)")
+    p.add_argument("--workers-ab", action="store_true", help="0 against 1 loader worker feeding the model-only step, "
+                   "alternated in one process (results/benchmarks/loader_workers_ab.{json,md})")
+    p.add_argument("--ab-steps", type=int, default=30, help="timed iterations per --workers-ab block")
+    p.add_argument("--ab-blocks", type=int, default=3, help="blocks per setting in --workers-ab")
     p.add_argument("--eval-only", action="store_true", help="measure the evaluation column again for the rows of the "
                    "existing engine_throughput.json in --out-dir (the engine columns are kept)")
     args = p.parse_args(argv)
@@ -272,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     if args.eval_only:
         return eval_only(Path(args.out_dir), args, argv)
+    if args.workers_ab:
+        camvid_root = args.camvid_root or str(load(dataset="camvid").data.resolved_root())
+        if "camvid" in args.recipes and not Path(camvid_root, "train").is_dir():
+            raise SystemExit(f"--workers-ab: no CamVid at {camvid_root!r}; pass --camvid-root or --recipes synthetic")
+        return run_workers_ab(args, models, camvid_root, argv)
     with tempfile.TemporaryDirectory(prefix="engine-throughput-") as tmp:
         camvid_root = args.camvid_root or str(load(dataset="camvid").data.resolved_root())
         standin = "camvid" in args.recipes and not Path(camvid_root, "train").is_dir()

@@ -517,17 +517,46 @@ def budget_problems(readme: str) -> list[str]:
     return [f"{r[0]}: {r[i]}" for r in rows for i in (1, 3) if float(r[i]) not in source]
 
 
+CAMVID_NAMES = {**LATENCY_NAMES, "LR-ASPP MobileNetV3-Large": "lraspp_mobilenet_v3_large"}
+
+
+def camvid_problems(readme: str) -> list[str]:
+    """README CamVid cells (mean ± std (n), last-quarter gain, params, GFLOPs, ms (ratio)) that differ from
+    results/camvid/tables/camvid_models.csv, rounded as the README shows them."""
+    import csv
+
+    with open(ROOT / "results" / "camvid" / "tables" / "camvid_models.csv", newline="") as f:
+        table = {r["registry"]: r for r in csv.DictReader(f)}
+    problems = []
+    for row in _table_under(readme, "### CamVid"):
+        r = table.get(CAMVID_NAMES.get(row[0], ""))
+        if r is None:
+            problems.append(f"{row[0]}: not in camvid_models.csv")
+            continue
+        n, std = int(r["n"]), f" ± {float(r['val miou std']):.2f}" if r["val miou std"] else ""
+        want = [f"{float(r['val miou']):.2f}{std} (n={n}", f"{float(r['last-quarter gain']):+.2f}",
+                f"{float(r['params_m']):.2f}", f"{float(r['gflops (360x480)']):.2f}",
+                f"{float(r['latency_ms (360x480)']):.1f} ({float(r['latency ratio to LR-ASPP']):.2f})"]
+        got = [row[1].replace("**", ""), row[2], row[3], row[4], row[5]]
+        problems += [f"{row[0]}: {g!r}, expected {w!r}" for g, w in zip(got, want) if not g.startswith(w)]
+    return problems
+
+
 def test_readme_numbers_are_the_committed_ones():
     readme = (ROOT / "README.md").read_text()
     assert len(_table_under(readme, "### Budgets")) >= 10
     assert latency_problems(readme) == [], "the README's latency table is not results/benchmarks/latency.md's"
     assert budget_problems(readme) == [], "the README's budget table differs from results/profile/budget.md"
+    assert len(_table_under(readme, "### CamVid")) == 5
+    assert camvid_problems(readme) == [], "the README's CamVid table differs from results/camvid/tables/"
 
 
 def test_number_checks_catch_a_changed_number():
     readme = (ROOT / "README.md").read_text()
     assert latency_problems(readme.replace("| 25.0 (0.51) |", "| 25.1 (0.51) |")) == ["LeMoRe: 25.1 (0.51)"]
     assert budget_problems(readme.replace("| 1.577 |", "| 1.578 |")) != []
+    first = _table_under(readme, "### CamVid")[0]
+    assert camvid_problems(readme.replace(f"| {first[3]} |", "| 9.99 |", 1)) != []
 
 
 def test_readme_is_short():

@@ -201,3 +201,13 @@ def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     assert len(row2["eval"]["forward_runs_s"]) == 2 and "--eval-only" in again["protocol"]["eval_command"]
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main(["--eval-only", "--out-dir", str(tmp_path / "empty")])
+    # --workers-ab: 0 against 1 loader worker, alternated blocks; --set overrides reach the engine runs
+    assert bench.main(["--workers-ab", "--recipes", "camvid", "--models", "topformer_t", "--threads", "1",
+                       "--ab-steps", "1", "--ab-blocks", "2", "--camvid-root", str(root),
+                       "--out-dir", str(tmp_path / "out")]) == 0
+    ab = json.loads((tmp_path / "out" / "loader_workers_ab.json").read_text())
+    (row3,) = ab["rows"]
+    assert [len(row3["it_per_s"][w]) for w in ("0", "1")] == [2, 2] and all(v > 0 for v in row3["it_per_s"]["1"])
+    assert "| camvid | topformer_t |" in (tmp_path / "out" / "loader_workers_ab.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--set", "data.num_workers", "--out-dir", str(tmp_path / "bad")])
