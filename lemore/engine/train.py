@@ -402,9 +402,10 @@ def loader_workers(requested: int, device: torch.device, cached: bool = False) -
     most the cores the threads leave free, and none when they take them all: the main process then augments each
     batch between two steps, on all its cores. 0 also for a split held in memory whose samples need no augmentation
     (evaluation: a worker would only add its start-up). Samples do not depend on the workers (each is seeded by its
-    place in the schedule), so this changes the speed only. ``python benchmarks/engine_throughput.py --recipes camvid
-    --set data.num_workers=N`` (AMD EPYC Zen 4, 2 cores, 2 threads, interleaved): LeMoRe 5.23 iterations/s with no
-    worker against 4.13 with one, LR-ASPP 2.76 against 2.03, TopFormer-T 4.78 against 3.83 (docs/speed.md).
+    place in the schedule), so this changes the speed only. ``python benchmarks/engine_throughput.py --workers-ab``
+    (the two settings alternated in one process; results/benchmarks/loader_workers_ab.md; AMD EPYC Zen 4, 2 cores,
+    2 threads, the CamVid recipe): without a worker LeMoRe 4.40 iterations/s against 3.87 with one (+14%),
+    TopFormer-T +34%, LR-ASPP +5%, SeaFormer-T +4%, SegFormer-B0 +1%.
     """
     if device.type != "cpu":
         return requested
