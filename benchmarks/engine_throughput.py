@@ -179,11 +179,14 @@ def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int
     cases = [(r, m) for r in recipes for m in models]
     for recipe, model in tqdm(cases, desc="engine vs model", unit="case"):
         root = camvid_root if recipe == "camvid" else ""
-        cfg = recipe_cfg(recipe, model, root, **(overrides or {}))
+        def case_cfg():  # a fresh config per use: engine_wall sets the run length on the one it gets
+            return recipe_cfg(recipe, model, root, **(overrides or {}))
+
+        cfg = case_cfg()
         alone1 = model_only(cfg, model_steps, threads)
         m = int(min(200, max(10, round(target_s / alone1))))
-        wall_a, wait_a = engine_wall(recipe_cfg(recipe, model, root, **(overrides or {})), first, workdir, threads)
-        wall_b, wait_b = engine_wall(recipe_cfg(recipe, model, root, **(overrides or {})), first + m, workdir, threads)
+        wall_a, wait_a = engine_wall(case_cfg(), first, workdir, threads)
+        wall_b, wait_b = engine_wall(case_cfg(), first + m, workdir, threads)
         alone2 = model_only(cfg, model_steps, threads)
         alone = min(alone1, alone2)  # the faster of the two: machine noise can only flatter the engine's ratio less
         engine = (wall_b - wall_a) / m
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                    "stand-in of the same layout and sizes in a temporary folder")
     p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="config overrides for every case, e.g. data.num_workers=0 (an engine setting to compare)")
+                   help="config overrides of the engine runs, e.g. train.channels_last=false (a setting to compare)")
     p.add_argument("--workers-ab", action="store_true", help="0 against 1 loader worker feeding the model-only step, "
                    "alternated in one process (results/benchmarks/loader_workers_ab.{json,md})")
     p.add_argument("--ab-steps", type=int, default=30, help="timed iterations per --workers-ab block")
