@@ -95,7 +95,7 @@ FAULTS: list[Fault] = [
           "(`LEMORE_FAULT=step:2:hang`, then the whole process tree is killed)",
           "rerunning `dvc repro` completes the stage, `dvc status` is clean, and no temp file, `*.failed.ipynb` "
           "or half-written JSON remains under `results/` or `runs/`",
-          {"stage": "finetune@synthetic-lemore", "spec": "step:2:hang"}, slow=True),
+          {"stage": "finetune@synthetic-lemore-0", "spec": "step:2:hang"}, slow=True),
     # ------------------------------------------------------------------------------------------- bad input
     Fault("cli-unknown-dataset", "input", "test_cli_rejects_bad_input", "`lemore train --dataset ade`",
           "unknown dataset", "exit 2: `invalid choice: 'ade'` with the valid datasets; " + _UNCHANGED,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fault_table as ft
@@ -33,6 +36,19 @@ def test_every_row_is_run_by_the_test_it_names():
     for f in ft.FAULTS:
         assert parametrized.get(f.test) == f.test, f"{f.id}: no test function {f.test} parametrized with cases()"
     assert {f.area for f in ft.FAULTS} == set(ft.AREAS)
+
+
+def test_every_stage_named_by_a_row_exists():
+    """A row's ``stage`` is a stage of the root dvc.yaml (with its matrix expanded): the slow pipeline test would
+    otherwise fail only in `make test-all`, as it did when the seeds were added to the stage names."""
+    root = Path(__file__).resolve().parents[2]
+    named = {f.id: f.inputs["stage"] for f in ft.FAULTS if "stage" in f.inputs}
+    assert named, "no row names a stage: this test checks nothing"
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root, check=True,
+                         capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    stages = set(out.stdout.split())
+    for fid, stage in named.items():
+        assert stage in stages, f"{fid}: stage {stage!r} is not in dvc.yaml; its stages: {sorted(stages)}"
 
 
 def test_fault_spec_is_parsed_strictly(monkeypatch):
