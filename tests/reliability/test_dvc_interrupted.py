@@ -53,6 +53,7 @@ def _kill_tree(pid: int) -> list[int]:
 def test_dvc_repro_killed_mid_stage(fault, tmp_path):
     pipeline = pytest.importorskip("test_pipeline")  # tests/test_pipeline.py: copy_project, dvc, smoke_params
     stage = fault.inputs["stage"]
+    seed = stage.rsplit("-", 1)[1]  # finetune@<dataset>-<model>-<seed>: runs/<dataset>/<model>/seed<seed>/
     proj = pipeline.copy_project(tmp_path / "proj")
     params = pipeline.smoke_params(tmp_path)
     params["models"] = ["lemore"]
@@ -78,7 +79,7 @@ def test_dvc_repro_killed_mid_stage(fault, tmp_path):
         if proc.poll() is None:
             _kill_tree(proc.pid)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    run_dirs = list((proj / "runs" / "synthetic" / "lemore").glob("*/config.yaml"))
+    run_dirs = list((proj / "runs" / "synthetic" / "lemore" / f"seed{seed}").glob("*/config.yaml"))
     assert run_dirs, "the stage was killed before its training started"  # it really was mid-stage
 
     rerun = pipeline.dvc(proj, "repro", stage)  # raises, with dvc's output, if it fails
@@ -90,8 +91,8 @@ def test_dvc_repro_killed_mid_stage(fault, tmp_path):
     for p in files:
         if p.suffix == ".json":
             json.loads(p.read_text())  # complete
-    run = next((proj / "runs" / "synthetic" / "lemore").iterdir())
+    run = next((proj / "runs" / "synthetic" / "lemore" / f"seed{seed}").iterdir())
     assert (run / "model.pt").is_file() and json.loads((run / "metrics.json").read_text())["iteration"] == 2
-    assert (proj / "results" / "metrics" / "synthetic" / "lemore" / f"{run.name}.json").is_file()
+    assert (proj / "results" / "metrics" / "synthetic" / "lemore" / f"seed{seed}" / f"{run.name}.json").is_file()
     stale = sorted(str(p.relative_to(proj)) for p in files if STALE.search(p.name))
     known_issue(fault, not stale, f"no stale files remain (found {stale})")
