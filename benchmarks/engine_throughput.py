@@ -44,6 +44,7 @@ Writes results/benchmarks/engine_throughput.{json,md} (atomically), naming the m
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -179,9 +180,8 @@ def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int
     cases = [(r, m) for r in recipes for m in models]
     for recipe, model in tqdm(cases, desc="engine vs model", unit="case"):
         root = camvid_root if recipe == "camvid" else ""
-        def case_cfg():  # a fresh config per use: engine_wall sets the run length on the one it gets
-            return recipe_cfg(recipe, model, root, **(overrides or {}))
-
+        # a fresh config per use: engine_wall sets the run length on the one it gets
+        case_cfg = functools.partial(recipe_cfg, recipe, model, root, **(overrides or {}))
         cfg = case_cfg()
         alone1 = model_only(cfg, model_steps, threads)
         m = int(min(200, max(10, round(target_s / alone1))))
