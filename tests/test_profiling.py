@@ -171,6 +171,35 @@ def test_profile_cli_unknown_model():
         cli(["profile", "--models", "lemore_big"])
 
 
+def test_engine_throughput_shares_the_splits_between_the_two_runs_of_a_case(tmp_path):
+    """The two engine runs of a case decode each split once (before the first, so that their start-ups stay
+    equal), the final evaluation reads the first images of val, and build_dataset is itself again after the block
+    (also after an error inside it)."""
+    import importlib.util
+
+    import lemore.data as data
+    from lemore.config import load
+
+    spec = importlib.util.spec_from_file_location("engine_throughput", ROOT / "benchmarks" / "engine_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root = bench.camvid_standin(tmp_path / "CamVid", n_train=4, n_val=3)
+    cfg = load(dataset="camvid", overrides={"data.root": str(root)}).data
+    real = data.build_dataset
+    with bench.shared_splits(2):
+        train = data.build_dataset(cfg, "train", cache=True)
+        assert data.build_dataset(cfg, "train", cache=True) is train and train.cached and len(train) == 4
+        val = data.build_dataset(cfg, "val", cache=True)
+        assert len(val) == 2 and val.cached and val[1][0].shape == (3, 360, 480)
+        assert len(data.build_dataset(cfg, "val", transform=None)) == 3  # an explicit pipeline is not shared
+    assert data.build_dataset is real
+    with bench.shared_splits(1, warm=cfg):  # both splits decoded on entry: neither run pays for it
+        assert data.build_dataset(cfg, "train", cache=True).cached and len(data.build_dataset(cfg, "val")) == 1
+    with pytest.raises(RuntimeError), bench.shared_splits(2):
+        raise RuntimeError("inside")
+    assert data.build_dataset is real
+
+
 def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     """benchmarks/engine_throughput.py at its smallest: the real train() twice and the bare step, on a CamVid
     stand-in in the real layout and sizes; the results name the machine and hold a ratio per (recipe, model)."""
