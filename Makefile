@@ -50,7 +50,7 @@ bench: setup
 
 # The training engine against the model alone, every model, the synthetic and the CamVid recipe, 2 threads: what
 # share of `python -m lemore train` is the model (goal >= 0.9), and of an evaluation pass; rewrites
-# results/benchmarks/engine_throughput.{json,md}, which name the machine. About 8 minutes on 2 cores. CamVid from
+# results/benchmarks/engine_throughput.{json,md}, which name the machine. About 15 minutes on 2 cores. CamVid from
 # $LEMORE_DATA/CamVid, else a stand-in of the same layout and sizes (BENCH_ARGS="--camvid-root DIR" to point at it).
 bench-engine: setup
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/engine_throughput.py $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """The training engine against the model alone: how much of ``python -m lemore train`` is the model.
 
-    python benchmarks/engine_throughput.py                      # every model, both CPU recipes (~8 min on 2 cores)
+    python benchmarks/engine_throughput.py                      # every model, both CPU recipes (~15 min on 2 cores)
     python benchmarks/engine_throughput.py --recipes camvid --models lemore segformer_b0
 
 For every registered segmentation model and each recipe (``synthetic``: batch 8, 128x128 crops, the embedded

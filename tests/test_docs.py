@@ -66,7 +66,7 @@ NOT_RUN = {
     "make demo": "installs the environment, then trains two models: about a quarter of an hour",
     "make test": "the whole test suite (this file is part of it)",
     "make bench": "the latency benchmark: about 4 minutes; rewrites results/benchmarks/latency.*",
-    "make bench-engine": "about 8 minutes; rewrites results/benchmarks/engine_throughput.*",
+    "make bench-engine": "about 15 minutes; rewrites results/benchmarks/engine_throughput.*",
     "make gpu-check": "needs a CUDA GPU",
     "dvc repro": "trains: minutes (the default pipeline) to hours with the data (CamVid, the paper's "
                  "datasets)",
@@ -551,6 +551,29 @@ def _rounds_to(shown: str, value: float) -> bool:
     return abs(float(shown) - value) <= 0.5 * 10**-decimals + 1e-9
 
 
+def ablation_problems(readme: str) -> list[str]:
+    """README Table 2 cells (the paper's gain, our gain ± se, the verdict) that differ from
+    results/camvid/tables/camvid_gains.csv, rounded as the README shows them."""
+    import csv
+
+    with open(ROOT / "results" / "camvid" / "tables" / "camvid_gains.csv", newline="") as f:
+        table = {r["switch"]: r for r in csv.DictReader(f)}
+    problems = []
+    for row in _table_under(readme, "### Table 2"):
+        r = table.get(row[0].split(" (")[0])
+        if r is None:
+            problems.append(f"{row[0]}: not in camvid_gains.csv")
+            continue
+        shown = re.findall(r"[-+]?\d+(?:\.\d+)?", row[1] + " " + row[2])
+        want = [r["ade20k gain (paper)"], r["camvid gain (ours)"], r["camvid gain se (ours)"]]
+        want = [w for w in want if w != ""]
+        if len(shown) != len(want) or not all(_rounds_to(a, float(w)) for a, w in zip(shown, want)):
+            problems.append(f"{row[0]}: {row[1]!r}, {row[2]!r}, expected roundings of {want}")
+        if row[3] != r["verdict"]:
+            problems.append(f"{row[0]}: verdict {row[3]!r}, the table's is {r['verdict']!r}")
+    return problems
+
+
 def test_readme_numbers_are_the_committed_ones():
     readme = (ROOT / "README.md").read_text()
     assert len(_table_under(readme, "### Budgets")) >= 10
@@ -558,6 +581,8 @@ def test_readme_numbers_are_the_committed_ones():
     assert budget_problems(readme) == [], "the README's budget table differs from results/profile/budget.md"
     assert len(_table_under(readme, "### CamVid")) == 5
     assert camvid_problems(readme) == [], "the README's CamVid table differs from results/camvid/tables/"
+    assert len(_table_under(readme, "### Table 2")) == 7
+    assert ablation_problems(readme) == [], "the README's Table 2 differs from results/camvid/tables/camvid_gains.csv"
 
 
 def test_number_checks_catch_a_changed_number():
@@ -571,6 +596,12 @@ def test_number_checks_catch_a_changed_number():
     wrong_std = first[1].replace(f" ± {std}", f" ± {float(std) + 0.02:.2f}")
     assert camvid_problems(readme.replace(first[1], wrong_std, 1)) != []  # off by more than the rounding
     assert camvid_problems(readme.replace(first[1], first[1].replace("(n=3)", "(n=2)"), 1)) != []
+    gain = _table_under(readme, "### Table 2")[0]
+    other = "reversed" if gain[3] != "reversed" else "holds"
+    assert ablation_problems(readme.replace(f"| {gain[3]} |", f"| {other} |", 1)) != []
+    ours = re.match(r"[-+]?[\d.]+", gain[2]).group()
+    moved = gain[2].replace(ours, f"{float(ours) + 0.5:+.2f}", 1)
+    assert ablation_problems(readme.replace(f"| {gain[2]} |", f"| {moved} |", 1)) != []
 
 
 def test_readme_is_short():
