@@ -523,10 +523,7 @@ CAMVID_NAMES = {**LATENCY_NAMES, "LR-ASPP MobileNetV3-Large": "lraspp_mobilenet_
 def camvid_problems(readme: str) -> list[str]:
     """README CamVid cells (mean ± std (n), last-quarter gain, params, GFLOPs, ms (ratio)) that differ from
     results/camvid/tables/camvid_models.csv, rounded as the README shows them."""
-    import csv
-
-    with open(ROOT / "results" / "camvid" / "tables" / "camvid_models.csv", newline="") as f:
-        table = {r["registry"]: r for r in csv.DictReader(f)}
+    table = _camvid_table("camvid_models", "registry")
     problems = []
     for row in _table_under(readme, "### CamVid"):
         r = table.get(CAMVID_NAMES.get(row[0], ""))
@@ -538,11 +535,18 @@ def camvid_problems(readme: str) -> list[str]:
         cols = [["val miou", "val miou std", "n"], ["last-quarter gain"], ["params_m"], ["gflops (360x480)"],
                 ["latency_ms (360x480)", "latency ratio to LR-ASPP"]]
         for cell, names in zip(row[1:6], cols):
-            shown = re.findall(r"[-+]?\d+(?:\.\d+)?", cell.replace("n=", ""))
             want = [r[c] for c in names if r[c] != ""]
-            if len(shown) != len(want) or not all(_rounds_to(s, float(w)) for s, w in zip(shown, want)):
+            if not _shows_roundings(cell.replace("n=", ""), want):
                 problems.append(f"{row[0]}: {cell!r}, expected a rounding of {want}")
     return problems
+
+
+def _camvid_table(name: str, key: str) -> dict[str, dict[str, str]]:
+    """results/camvid/tables/<name>.csv as {row[key]: row}."""
+    import csv
+
+    with open(ROOT / "results" / "camvid" / "tables" / f"{name}.csv", newline="") as f:
+        return {r[key]: r for r in csv.DictReader(f)}
 
 
 def _rounds_to(shown: str, value: float) -> bool:
@@ -551,23 +555,24 @@ def _rounds_to(shown: str, value: float) -> bool:
     return abs(float(shown) - value) <= 0.5 * 10**-decimals + 1e-9
 
 
+def _shows_roundings(text: str, want: list[str]) -> bool:
+    """The numbers in ``text`` are, in order, roundings of the CSV values ``want``, and no more or fewer."""
+    shown = re.findall(r"[-+]?\d+(?:\.\d+)?", text)
+    return len(shown) == len(want) and all(_rounds_to(a, float(w)) for a, w in zip(shown, want))
+
+
 def ablation_problems(readme: str) -> list[str]:
     """README Table 2 cells (the paper's gain, our gain ± se, the verdict) that differ from
     results/camvid/tables/camvid_gains.csv, rounded as the README shows them."""
-    import csv
-
-    with open(ROOT / "results" / "camvid" / "tables" / "camvid_gains.csv", newline="") as f:
-        table = {r["switch"]: r for r in csv.DictReader(f)}
+    table = _camvid_table("camvid_gains", "switch")
     problems = []
     for row in _table_under(readme, "### Table 2"):
         r = table.get(row[0].split(" (")[0])
         if r is None:
             problems.append(f"{row[0]}: not in camvid_gains.csv")
             continue
-        shown = re.findall(r"[-+]?\d+(?:\.\d+)?", row[1] + " " + row[2])
-        want = [r["ade20k gain (paper)"], r["camvid gain (ours)"], r["camvid gain se (ours)"]]
-        want = [w for w in want if w != ""]
-        if len(shown) != len(want) or not all(_rounds_to(a, float(w)) for a, w in zip(shown, want)):
+        want = [r[c] for c in ("ade20k gain (paper)", "camvid gain (ours)", "camvid gain se (ours)") if r[c] != ""]
+        if not _shows_roundings(row[1] + " " + row[2], want):
             problems.append(f"{row[0]}: {row[1]!r}, {row[2]!r}, expected roundings of {want}")
         if row[3] != r["verdict"]:
             problems.append(f"{row[0]}: verdict {row[3]!r}, the table's is {r['verdict']!r}")
