@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(models) - set(segmentation_models()))
     if bad:
         p.error(f"unknown models {bad}; choose from {segmentation_models()}")
+    if args.engine_val_images < 1:
+        p.error(f"--engine-val-images {args.engine_val_images}: the final evaluation needs at least 1 image")
     bad_set = [kv for kv in args.set if "=" not in kv]
     if bad_set:
         p.error(f"--set takes KEY=VALUE pairs; got {bad_set}")

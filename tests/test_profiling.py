@@ -200,6 +200,17 @@ def test_engine_throughput_shares_the_splits_between_the_two_runs_of_a_case(tmp_
     assert data.build_dataset is real
 
 
+def test_engine_throughput_rejects_an_empty_final_evaluation(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("engine_throughput", ROOT / "benchmarks" / "engine_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit):
+        bench.main(["--engine-val-images", "0"])
+    assert "--engine-val-images 0" in capsys.readouterr().err
+
+
 def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     """benchmarks/engine_throughput.py at its smallest: the real train() twice and the bare step, on a CamVid
     stand-in in the real layout and sizes; the results name the machine and hold a ratio per (recipe, model)."""
