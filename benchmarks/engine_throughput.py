@@ -31,7 +31,7 @@ the model.
 **Loader workers** (``--workers-ab``): the engine's data stream (``lemore.engine.train.train_batches``, the recipe's
 augmentations) feeding the model-only step, with 0 and with 1 DataLoader worker process, in blocks of
 ``--ab-steps`` iterations alternated (0, 1, 0, 1, ...) ``--ab-blocks`` times each in one process: the question
-behind :func:`lemore.engine.train.loader_workers` (on CPU, a worker only where the compute threads leave a core),
+behind :func:`lemore.data.loader.loader_workers` (on CPU, a worker only where the compute threads leave a core),
 answered without the drift between two runs minutes apart that the engine columns above are exposed to. Writes
 results/benchmarks/loader_workers_ab.{json,md}.
 
@@ -61,8 +61,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lemore.config import load  # noqa: E402
-from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic  # noqa: E402
+from lemore.config import load
+from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic
+from lemore.system import keep_freed_memory
 
 RECIPES = ("synthetic", "camvid")
 
@@ -92,8 +93,8 @@ def recipe_cfg(recipe: str, model: str, root: str, **overrides):
 
 def model_only(cfg, steps: int, threads: int) -> float:
     """Mean seconds per training step of the model alone (see the module docstring)."""
-    from lemore.engine.evaluate import build_model
     from lemore.engine.train import build_optimizer, cpu_channels_last, criterion
+    from lemore.registry import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -183,7 +184,8 @@ def eval_share(cfg, n_images: int, threads: int, reps: int = 2) -> dict:
     from torch.utils.data import Subset
 
     from lemore.data import build_dataset
-    from lemore.engine.evaluate import build_model, eval_loader, evaluate
+    from lemore.engine.evaluate import eval_loader, evaluate
+    from lemore.registry import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -295,7 +297,7 @@ def workers_ab(recipe: str, model: str, root: str, *, threads: int, steps: int, 
     from lemore.data import build_dataset
     from lemore.data.transforms import train_transform
     from lemore.engine import train as T
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -392,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad_set:
         p.error(f"--set takes KEY=VALUE pairs; got {bad_set}")
     overrides = dict(kv.split("=", 1) for kv in args.set)
+    keep_freed_memory()  # as train() does, before the first model-only step: both sides run on the same allocator
     t_start = time.perf_counter()
     if args.eval_only:
         return eval_only(Path(args.out_dir), args, argv)

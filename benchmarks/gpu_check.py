@@ -64,9 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is the repository's
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic  # noqa: E402
+from lemore.profiling import available_cores, cpu_model_name, write_json_atomic, write_text_atomic
 
 #: The models of steps 1 and 4: LeMoRe, SegFormer-B0 and the peers of the paper's Table 1 (issue 8). A name that
 #: this checkout has not registered is skipped with a visible note, not an error.
@@ -219,8 +219,8 @@ def make_data(work: Path, s: Settings) -> dict[str, Any]:
 def compute_only(cfg, s: Settings, device: torch.device, amp_dtype: torch.dtype | None) -> dict[str, Any]:
     """One engine iteration without data loading: a fixed batch on the device, the engine's model, criterion,
     AdamW (fused on CUDA), autocast and GradScaler (fp16 only), channels_last; median of timed iterations."""
-    from lemore.engine.evaluate import build_model
     from lemore.engine.train import criterion, param_groups
+    from lemore.registry import build_model
 
     torch.manual_seed(0)
     if device.type == "cuda":  # what the engine's device section sets
@@ -332,8 +332,9 @@ def step_eval(s: Settings, work: Path) -> dict[str, Any]:
     """Step 3: whole and slide evaluation of one checkpoint on the GPU (fp32, AMP) and on the CPU (fp32)."""
     from lemore.checkpoint import load_state_dict, load_weights
     from lemore.data import build_dataset
-    from lemore.engine.evaluate import build_model, eval_loader, evaluate, inference
+    from lemore.engine.evaluate import eval_loader, evaluate, inference
     from lemore.engine.train import train
+    from lemore.registry import build_model
 
     device = torch.device(s.device)
     ckpt = work / "runs" / "lemore" / "model.pt"
@@ -383,7 +384,7 @@ def step_eval(s: Settings, work: Path) -> dict[str, Any]:
 
 def step_latency(s: Settings, work: Path) -> dict[str, Any]:
     """Step 4: forward latency of every model, batch 1 and 16, fp32 and fp16 autocast."""
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     device = torch.device(s.device)
     torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN may pick its fastest kernels
@@ -482,7 +483,7 @@ def run_inline(step: str, s: Settings, work: Path, timeout: float, model: str | 
     try:
         out = call_step(step, s, work, model, timeout)
         out["status"] = "ok"
-    except Exception as e:  # noqa: BLE001 - one broken step must not stop the others
+    except Exception as e:
         out = {"status": "error", "error": f"{type(e).__name__}: {e}", "log_tail": traceback.format_exc()[-3000:]}
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out

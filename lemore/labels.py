@@ -362,9 +362,8 @@ def load_for_inference(checkpoint: str | Path, model_name: str | None = None,
     registered model name and class count for a bare state dict)."""
     from lemore.checkpoint import CheckpointError, load_checkpoint, load_state_dict, load_weights
     from lemore.config import from_dict
-    from lemore.engine.evaluate import build_model
     from lemore.models.fuse import fuse_for_inference
-    from lemore.registry import MODELS, create_model
+    from lemore.registry import MODELS, build_model, create_model
 
     obj = load_checkpoint(checkpoint)
     saved = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from lemore.system import available_cores  # noqa: F401  (re-exported: the benchmarks name the machine with it)
 from lemore.registry import create_model, list_models
 
 
@@ -339,10 +340,6 @@ def cpu_model_name() -> str:
     """One line: the CPU, its SIMD level (see :func:`cpu_info`)."""
     c = cpu_info()
     return f"{c['name'][:-1]}, {c['simd']})" if c["name"].endswith(")") else c["name"]
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _interleaved(cases: dict, runs: int, warmup: int, *, slow_runs: int | None = None,

@@ -1,14 +1,19 @@
 """Model registry: a dict of names to real builder functions (timm's pattern, without the magic).
 
 Builders are plain functions with real signatures; ``create_model(name, num_classes=..., **overrides)``
-looks one up and calls it. Registration happens in ``lemore/models/__init__.py`` on ``import lemore``.
+looks one up and calls it; ``build_model(cfg)`` builds the model a run config names. Registration happens in
+``lemore/models/__init__.py`` on ``import lemore``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from lemore.config import RunCfg
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,3 +43,21 @@ def create_model(name: str, num_classes: int = 150, **overrides) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {list_models()}")
     return MODELS[name](num_classes=num_classes, **overrides)
+
+
+def build_model(cfg: RunCfg) -> nn.Module:
+    """The model of a run config: ``create_model(cfg.model.name, num_classes=cfg.data.num_classes)``; models that are
+    built for an input size (LeMoRe's view matrices) get ``img_size=cfg.data.crop_size``.
+
+    Raises:
+        ConfigValueError: an unknown ``model.name`` (the message lists the registered ones).
+    """
+    import lemore.models  # noqa: F401  (registers the models)
+    from lemore.config import ConfigValueError
+
+    if cfg.model.name not in MODELS:
+        raise ConfigValueError(f"unknown model.name {cfg.model.name!r}; choose from {sorted(MODELS)}")
+    kwargs: dict[str, Any] = {}
+    if "img_size" in inspect.signature(MODELS[cfg.model.name]).parameters:
+        kwargs["img_size"] = tuple(cfg.data.crop_size)
+    return create_model(cfg.model.name, num_classes=cfg.data.num_classes, **kwargs)

@@ -64,7 +64,7 @@ def load_trained(checkpoint: str | os.PathLike, config: dict[str, Any] | None = 
     """``(model in eval mode, RunCfg)`` from a fine-tuning checkpoint (``model.pt`` holds weights and config)."""
     from lemore.checkpoint import load_checkpoint, load_state_dict
     from lemore.config import from_dict
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     obj = load_checkpoint(checkpoint)
     cfg = from_dict(config if config is not None else obj["config"])
@@ -331,7 +331,7 @@ def load_weights_model(path: str | os.PathLike, data_root: str = "", device: str
     training config in the metadata); ``data_root``, when given, replaces the config's ``data.root``."""
     from lemore.checkpoint import load_state_dict, load_weights, read_weights_config
     from lemore.config import load, saved_overrides
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     path = Path(path)
     if not path.is_file():

@@ -98,7 +98,7 @@ def write_weights(results: Path, data_root: Path, models: tuple[str, ...] = ("se
     the metadata), built for 64x64 crops and evaluated at 64x48 so that predicting the tiny CamVid tree (48x64
     images, ``tests/data/fixtures.py::make_camvid``) is quick."""
     from lemore.checkpoint import save_weights
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     paths = []
     for m in models:

@@ -517,36 +517,26 @@ def budget_problems(readme: str) -> list[str]:
     return [f"{r[0]}: {r[i]}" for r in rows for i in (1, 3) if float(r[i]) not in source]
 
 
-CAMVID_NAMES = {**LATENCY_NAMES, "LR-ASPP MobileNetV3-Large": "lraspp_mobilenet_v3_large"}
+def search_problems(readme: str) -> list[str]:
+    """README rows of the CamVid search table (run, model, crop and resize, lr, iterations, val mIoU, minutes) that
+    differ from the run's results/camvid/search2/<run>.json, rounded as the README shows them."""
+    import json
 
-
-def camvid_problems(readme: str) -> list[str]:
-    """README CamVid cells (mean ± std (n), last-quarter gain, params, GFLOPs, ms (ratio)) that differ from
-    results/camvid/tables/camvid_models.csv, rounded as the README shows them."""
-    table = _camvid_table("camvid_models", "registry")
     problems = []
     for row in _table_under(readme, "### CamVid"):
-        r = table.get(CAMVID_NAMES.get(row[0], ""))
-        if r is None:
-            problems.append(f"{row[0]}: not in camvid_models.csv")
+        path = ROOT / "results" / "camvid" / "search2" / f"{row[0]}.json"
+        if not path.is_file():
+            problems.append(f"{row[0]}: no {path.relative_to(ROOT)}")
             continue
-        # the CSV keeps 4 significant digits, so a README number is right when it is a rounding of the CSV's
-        # (1.575 there is 1.5753 in the run, 1.58 in the Markdown table): within half a unit of its last digit
-        cols = [["val miou", "val miou std", "n"], ["last-quarter gain"], ["params_m"], ["gflops (360x480)"],
-                ["latency_ms (360x480)", "latency ratio to LR-ASPP"]]
-        for cell, names in zip(row[1:6], cols):
-            want = [r[c] for c in names if r[c] != ""]
-            if not _shows_roundings(cell.replace("n=", ""), want):
-                problems.append(f"{row[0]}: {cell!r}, expected a rounding of {want}")
+        r = json.loads(path.read_text())
+        c, total = r["config"], r["timing"].get("total", r["timing"])
+        (h, w), (lo, hi) = c["data"]["crop_size"], c["data"]["ratio_range"]
+        want = [row[1] == c["model"]["name"], row[2] == f"{h}x{w}, {lo:g}-{hi:g}",
+                float(row[3]) == c["train"]["lr"], int(row[4]) == c["train"]["iters"],
+                _shows_roundings(row[5], [str(r["metrics"]["miou"])]),
+                _shows_roundings(row[6], [str((total["loop_s"] + total["eval_s"]) / 60)])]
+        problems += [f"{row[0]}: {cell!r}" for cell, ok in zip(row[1:7], want) if not ok]
     return problems
-
-
-def _camvid_table(name: str, key: str) -> dict[str, dict[str, str]]:
-    """results/camvid/tables/<name>.csv as {row[key]: row}."""
-    import csv
-
-    with open(ROOT / "results" / "camvid" / "tables" / f"{name}.csv", newline="") as f:
-        return {r[key]: r for r in csv.DictReader(f)}
 
 
 def _rounds_to(shown: str, value: float) -> bool:
@@ -561,52 +551,25 @@ def _shows_roundings(text: str, want: list[str]) -> bool:
     return len(shown) == len(want) and all(_rounds_to(a, float(w)) for a, w in zip(shown, want))
 
 
-def ablation_problems(readme: str) -> list[str]:
-    """README Table 2 cells (the paper's gain, our gain ± se, the verdict) that differ from
-    results/camvid/tables/camvid_gains.csv, rounded as the README shows them."""
-    table = _camvid_table("camvid_gains", "switch")
-    problems = []
-    for row in _table_under(readme, "### Table 2"):
-        r = table.get(row[0].split(" (")[0])
-        if r is None:
-            problems.append(f"{row[0]}: not in camvid_gains.csv")
-            continue
-        want = [r[c] for c in ("ade20k gain (paper)", "camvid gain (ours)", "camvid gain se (ours)") if r[c] != ""]
-        if not _shows_roundings(row[1] + " " + row[2], want):
-            problems.append(f"{row[0]}: {row[1]!r}, {row[2]!r}, expected roundings of {want}")
-        if row[3] != r["verdict"]:
-            problems.append(f"{row[0]}: verdict {row[3]!r}, the table's is {r['verdict']!r}")
-    return problems
-
-
 def test_readme_numbers_are_the_committed_ones():
     readme = (ROOT / "README.md").read_text()
     assert len(_table_under(readme, "### Budgets")) >= 10
     assert latency_problems(readme) == [], "the README's latency table is not results/benchmarks/latency.md's"
     assert budget_problems(readme) == [], "the README's budget table differs from results/profile/budget.md"
-    assert len(_table_under(readme, "### CamVid")) == 5
-    assert camvid_problems(readme) == [], "the README's CamVid table differs from results/camvid/tables/"
-    assert len(_table_under(readme, "### Table 2")) == 7
-    assert ablation_problems(readme) == [], "the README's Table 2 differs from results/camvid/tables/camvid_gains.csv"
+    assert search_problems(readme) == [], "the README's CamVid search table differs from results/camvid/search2/"
 
 
 def test_number_checks_catch_a_changed_number():
     readme = (ROOT / "README.md").read_text()
     assert latency_problems(readme.replace("| 25.0 (0.51) |", "| 25.1 (0.51) |")) == ["LeMoRe: 25.1 (0.51)"]
     assert budget_problems(readme.replace("| 1.577 |", "| 1.578 |")) != []
-    first = _table_under(readme, "### CamVid")[0]
-    assert camvid_problems(readme.replace(f"| {first[3]} |", "| 9.99 |", 1)) != []
-    mean, rest = first[1].split(" ± ")
-    std = re.match(r"[\d.]+", rest).group()
-    wrong_std = first[1].replace(f" ± {std}", f" ± {float(std) + 0.02:.2f}")
-    assert camvid_problems(readme.replace(first[1], wrong_std, 1)) != []  # off by more than the rounding
-    assert camvid_problems(readme.replace(first[1], first[1].replace("(n=3)", "(n=2)"), 1)) != []
-    gain = _table_under(readme, "### Table 2")[0]
-    other = "reversed" if gain[3] != "reversed" else "holds"
-    assert ablation_problems(readme.replace(f"| {gain[3]} |", f"| {other} |", 1)) != []
-    ours = re.match(r"[-+]?[\d.]+", gain[2]).group()
-    moved = gain[2].replace(ours, f"{float(ours) + 0.5:+.2f}", 1)
-    assert ablation_problems(readme.replace(f"| {gain[2]} |", f"| {moved} |", 1)) != []
+    rows = _table_under(readme, "### CamVid")
+    if rows:  # the search's runs so far
+        first = rows[0]
+        assert search_problems(readme.replace(f"| {first[5]} |", f"| {float(first[5].strip('*')) + 0.02:.2f} |", 1))
+        assert search_problems(readme.replace(f"| {first[0]} |", "| no_such_run |", 1))
+    fake = readme.replace("### CamVid", "### CamVid\n\n| run | model |\n|---|---|\n| no_such_run | lemore |\n", 1)
+    assert search_problems(fake) != []
 
 
 def test_readme_is_short():

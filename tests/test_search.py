@@ -1,17 +1,17 @@
-"""The CamVid recipe search (studies/camvid/search.py, search.yaml): every run's overrides are valid, and a run
-that reads its results from the study's seed-0 folder is exactly the camvid recipe the study trains."""
+"""The CamVid recipe searches (studies/camvid/search.py, search.yaml, search2.yaml): every run's overrides are valid,
+the grid and its rule are declared, the divergence rule and the learning-rate rule do what their docstrings say, and
+the summary marks what is not trained."""
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict
+import json
 from pathlib import Path
 
 import pytest
 
-from lemore.config import load
-
 ROOT = Path(__file__).resolve().parents[1]
+SPECS = [ROOT / "studies" / "camvid" / "search.yaml", ROOT / "studies" / "camvid" / "search2.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -22,28 +22,45 @@ def search():
     return mod
 
 
-def _without_name(cfg) -> dict:
-    d = asdict(cfg)
-    d.pop("name", None)
-    return d
-
-
-def test_every_search_run_is_a_valid_config(search):
-    runs = search.load_spec()
-    assert runs, "search.yaml lists no runs"
-    for run in runs:
-        cfg = search.run_config(run, "")
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_every_search_run_is_a_valid_config(search, path):
+    spec = search.load_file(path)
+    assert spec["runs"], f"{path.name} lists no runs"
+    for run in spec["runs"]:
+        cfg = search.run_config(run, "", spec["base"])
         assert cfg.model.name == run["model"] and cfg.data.dataset == "camvid"
+        assert cfg.train.iters % cfg.train.eval_interval == 0, run["name"]  # the last-quarter gain needs both points
 
 
-def test_runs_read_from_the_study_are_the_recipe(search):
-    """A search run that takes the study's seed-0 results must be the configuration the study trains."""
-    shared = [r for r in search.load_spec() if "results" in r]
-    assert shared, "no search run reads the study's results"
-    for run in shared:
-        assert run["results"] == f"results/camvid/metrics/{run['model']}/seed0", run["name"]
-        recipe = load(dataset="camvid", overrides={"model.name": run["model"]})
-        assert _without_name(search.run_config(run, "")) == _without_name(recipe), run["name"]
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_every_result_is_the_run_its_file_names(search, path):
+    """A committed results file holds the config its run asks for (nothing mixed up between runs)."""
+    spec = search.load_file(path)
+    for run in spec["runs"]:
+        if search.state(run, spec) not in ("done", "diverged"):
+            continue
+        record = search._record(run, spec)
+        cfg = search.run_config(run, "", spec["base"]).to_dict()
+        for section in ("data", "model", "train"):
+            got = {k: v for k, v in record["config"][section].items() if k not in ("root", "num_workers", "cache_gb")}
+            want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg[section].items()
+                    if k not in ("root", "num_workers", "cache_gb")}
+            assert got == want, f"{run['name']}: {section}"
+
+
+def test_the_second_search_declares_its_grid_and_rule(search):
+    spec = search.load_file(SPECS[1])
+    grid = spec["lr_grid"]
+    assert len(grid) >= 3 and max(grid) / min(grid) >= 4
+    assert "highest final val mIoU" in spec["lr_rule"]
+    assert spec["check_at"] > spec["check_window"] * 2
+
+
+def test_a_grid_run_outside_the_grid_is_refused(search, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("lr_grid: [1.0e-3, 2.0e-3]\nruns:\n  - {name: a, model: lemore, grid: true, set: {train.lr: 3.0e-3}}\n")
+    with pytest.raises(ValueError, match="not in lr_grid"):
+        search.load_file(path)
 
 
 def test_duplicate_names_are_refused(search, tmp_path):
@@ -53,10 +70,48 @@ def test_duplicate_names_are_refused(search, tmp_path):
         search.load_spec(spec)
 
 
-def test_summary_marks_runs_without_results(search, monkeypatch, tmp_path):
-    monkeypatch.setattr(search, "RESULTS", tmp_path)
+def test_climbing_loss_is_divergence(search):
+    falling = [(i, 2.0 - i / 1000) for i in range(50, 800, 50)]
+    rising = [(i, 1.0 + max(0, i - 300) / 500) for i in range(50, 800, 50)]
+    assert search.climbing(falling, 750, 250)[0] is False
+    up, before, recent = search.climbing(rising, 750, 250)
+    assert up and recent > before
+    assert search.climbing(falling[:3], 750, 250)[0] is False  # too short to say
+
+
+
+def test_the_learning_rate_rule(search, monkeypatch, tmp_path):
     monkeypatch.setattr(search, "ROOT", tmp_path)
-    text = search.summary([{"name": "x", "model": "lemore"}, {"name": "y", "model": "lemore", "stopped": True},
-                           {"name": "z", "model": "lemore", "results": "results/camvid/metrics/lemore/seed0"}])
+    grid = [1e-3, 2e-3, 4e-3]
+    runs = [{"name": f"m_{lr}", "model": "m", "grid": True, "set": {"train.lr": lr}} for lr in grid]
+    runs += [{"name": f"n_{lr}", "model": "n", "grid": True, "set": {"train.lr": lr}} for lr in grid]
+    spec = {"runs": runs, "results": "r", "base": {}, "lr_grid": grid}
+    (tmp_path / "r").mkdir()
+
+    def done(name, miou):
+        (tmp_path / "r" / f"{name}.json").write_text(json.dumps({"metrics": {"miou": miou}}))
+
+    done("m_0.001", 50.0)
+    done("m_0.002", 55.0)
+    assert search.chosen_lrs(spec)["m"]["chosen"] is None  # the grid is not complete yet
+    (tmp_path / "r" / "m_0.004.diverged.json").write_text("{}")
+    done("n_0.001", 40.0)
+    done("n_0.002", 45.0)
+    done("n_0.004", 45.0)
+    lrs = search.chosen_lrs(spec)
+    assert lrs["m"]["chosen"] == 2e-3 and lrs["m"]["runs"][4e-3] == "diverged"
+    assert lrs["n"]["chosen"] == 2e-3  # a tie goes to the smaller learning rate
+
+
+def test_summary_marks_runs_without_results(search, monkeypatch, tmp_path):
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    spec = {"runs": [{"name": "x", "model": "lemore"}, {"name": "y", "model": "lemore", "stopped": True},
+                     {"name": "z", "model": "lemore", "results": "elsewhere/z.json"}],
+            "results": "r", "base": {}, "_path": str(SPECS[1])}
+    text = search.summary(spec)
     assert "| x | lemore | not run yet |" in text and "| y | lemore | stopped: see its note |" in text
-    assert "the study's run, not trained yet" in text
+    assert "| z | lemore | not run yet (elsewhere/z.json) |" in text
+
+
+def test_stages_end_at_the_check_then_within_the_time(search, tmp_path):
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 750  # nothing trained yet: to the divergence check

@@ -16,7 +16,7 @@ from fixtures import make_camvid  # noqa: E402
 from lemore import study  # noqa: E402
 from lemore.checkpoint import load_weights, read_weights_config, save_checkpoint  # noqa: E402
 from lemore.config import load  # noqa: E402
-from lemore.engine.evaluate import build_model  # noqa: E402
+from lemore.registry import build_model  # noqa: E402
 
 
 def test_deploy_size_pads_only_the_models_that_need_it():

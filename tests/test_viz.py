@@ -14,7 +14,7 @@ from lemore import viz
 from lemore.checkpoint import save_checkpoint
 from lemore.config import load
 from lemore.data.camvid import CAMVID_CLASSES
-from lemore.engine.evaluate import build_model
+from lemore.registry import build_model
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))  # tests/data/fixtures.py: the tiny CamVid tree
 

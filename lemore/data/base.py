@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 
 from lemore.config import DATA_ROOT_ENV, DEFAULT_SUBDIRS
@@ -231,6 +231,28 @@ class SegDataset(Dataset):
         """The i-th pair for figures: uint8 image (3, H, W) and int64 mask (H, W) after label remapping."""
         image, mask = self._load(i)
         return image, mask.to(torch.int64)
+
+    @property
+    def staged(self) -> bool:
+        """Whether the pipeline has a per-batch stage (:meth:`sample` then :meth:`collate`; the training pipeline,
+        :class:`lemore.data.transforms.SegTrainTransform`)."""
+        return hasattr(self.transform, "sample") and hasattr(self.transform, "collate")
+
+    def sample(self, i: int, generator: torch.Generator | None = None) -> Any:
+        """The i-th sample before its batch stage, for a loader that collates with :meth:`collate`: what
+        ``transform.sample`` returns, its random draws from ``generator`` (None: torch's global generator), where the
+        pipeline is :attr:`staged`; else ``self[i]`` (which draws from the global generators)."""
+        if not self.staged:
+            return self[i]
+        image, mask = self._load(i)
+        return self.transform.sample(image, mask, generator)
+
+    def collate(self, samples: list[Any]) -> Any:
+        """A batch of :meth:`sample` outputs: the pipeline's batch stage (``transform.collate``) or torch's
+        ``default_collate``. ``collate([ds.sample(i) for i in ids])`` equals stacking ``ds[i]`` for the same draws."""
+        if self.staged:
+            return self.transform.collate(samples)
+        return default_collate(samples)
 
     def __getitem__(self, i: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image, mask = self._load(i)

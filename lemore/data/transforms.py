@@ -1,6 +1,7 @@
 """Paired image + mask pipelines on torchvision.transforms.v2, mirroring MMSegmentation's SegFormer recipes.
 
-Training (mmseg ``train_pipeline`` of every SegFormer config, then its data preprocessor)::
+Training (mmseg ``train_pipeline`` of every SegFormer config, then its data preprocessor), as written one sample at a
+time (:func:`mmseg_train_transform`)::
 
     RandomResize(scale, ratio_range=(0.5, 2.0), keep_ratio=True) -> KeepRatioResize(scale, ratio_range)
     RandomCrop(crop_size, cat_max_ratio=0.75)                     -> CatMaxRatioCrop(crop_size, 0.75)
@@ -8,18 +9,24 @@ Training (mmseg ``train_pipeline`` of every SegFormer config, then its data prep
     PhotoMetricDistortion()                                       -> PhotoMetricDistortion()
     SegDataPreProcessor(mean, std, pad_val=0, seg_pad_val=255)    -> v2.ToDtype, v2.Normalize, PadTo(crop)
 
-Evaluation (mmseg ``test_pipeline``): ``Resize(scale, keep_ratio=True)`` of the image only, the label stays at
-its original size (mmseg loads it after the resize; the evaluator upsamples the logits to the label). For
-sliding-window evaluation (Cityscapes) the image is not resized at all. ``data.eval_size_divisor`` (TopFormer's and
-SeaFormer's ``ResizeToMultiple(32)``, SegFormer's ``AlignedResize(size_divisor=32)`` on ADE20K) rounds the resized
-height and width up to a multiple, in the same single resize (as SegFormer; mmseg's ResizeToMultiple resizes twice).
+What training runs is the same pipeline in two stages (:class:`SegTrainTransform`, :func:`train_transform`): per
+sample, every random draw (in the order above, from the sample's own generator or torch's global one, which give the
+same numbers when seeded alike) and what changes the sample's shape, on uint8 tensors without the ``tv_tensors``
+dispatch: the mask's crop, and the candidate crops of the class check, are gathered through the nearest-exact index
+maps of the resize instead of resizing the whole mask; the image is resized whole by torch's uint8 kernel, which is
+cheaper than resizing only the kept region as two one-axis passes (measured 4 times slower). Per batch, what is the same
+arithmetic at every pixel: the photometric distortion with each sample's draws, normalisation, the padding set to 0.
+Same draws, same samples, bit for bit (``tests/data/test_fast_pipeline.py`` checks it, and the label statistics over
+many independent draws).
 
-Images stay uint8 until normalisation (as in mmseg, where every step before the preprocessor works on uint8)
-and masks stay uint8 (0..num_classes-1, 255 = ignore) until the dataset returns them as int64.
+Where the time went (the CamVid recipe, AMD EPYC Zen 3, 2 threads, a batch of 8): 29 ms one sample at a time, 18 ms
+in two stages at 192x192; 43 ms against 28 ms at 240x320 crops; 18.5 ms against 9.6 ms at the synthetic recipe.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,16 +88,19 @@ class KeepRatioResize(v2.Transform):
         self.size_divisor = int(size_divisor)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        h, w = _size(flat_inputs)
+        return {"size": self.draw_size(*_size(flat_inputs))}
+
+    def draw_size(self, h: int, w: int, generator: torch.Generator | None = None) -> list[int]:
+        """The (H, W) an (h, w) input is resized to; one draw from ``generator`` (None: torch's global one)."""
         scale = self.scale
         if self.ratio_range is not None:
             lo, hi = self.ratio_range
-            r = lo + (hi - lo) * torch.rand(()).item()
+            r = lo + (hi - lo) * torch.rand((), generator=generator).item()
             scale = (int(scale[0] * r), int(scale[1] * r))
         size = rescale_size(h, w, scale)
         if self.size_divisor > 0:
             size = tuple(-(-n // self.size_divisor) * self.size_divisor for n in size)
-        return {"size": list(size)}
+        return list(size)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
@@ -132,29 +142,37 @@ class CatMaxRatioCrop(v2.Transform):
         self.ignore_index = ignore_index
         self.max_tries = max_tries
 
-    def _draw(self, h: int, w: int) -> dict[str, int]:
+    def _draw(self, h: int, w: int, generator: torch.Generator | None = None) -> dict[str, int]:
         ch, cw = min(self.size[0], h), min(self.size[1], w)
-        top = int(torch.randint(0, h - ch + 1, ()).item())
-        left = int(torch.randint(0, w - cw + 1, ()).item())
+        top = int(torch.randint(0, h - ch + 1, (), generator=generator).item())
+        left = int(torch.randint(0, w - cw + 1, (), generator=generator).item())
         return {"top": top, "left": left, "height": ch, "width": cw}
 
-    def _balanced(self, mask: torch.Tensor, box: dict[str, int]) -> bool:
-        crop = mask[..., box["top"] : box["top"] + box["height"], box["left"] : box["left"] + box["width"]]
-        counts = torch.bincount(crop.flatten().to(torch.int64), minlength=self.ignore_index + 1)
+    def choose(self, h: int, w: int, crop_of: Any = None, generator: torch.Generator | None = None) -> dict[str, int]:
+        """Draw boxes in an (h, w) input until one is balanced; ``crop_of(box)`` gives the mask under a box (None:
+        no mask, the first draw is used). Draws from ``generator`` (None: torch's global one)."""
+        box = self._draw(h, w, generator)
+        if crop_of is not None and self.cat_max_ratio < 1.0:
+            for _ in range(self.max_tries):
+                if self._balanced_crop(crop_of(box)):
+                    break
+                box = self._draw(h, w, generator)
+        return box
+
+    def _balanced_crop(self, crop: torch.Tensor) -> bool:
+        flat = crop.flatten()
+        counts = torch.bincount(flat if flat.dtype == torch.uint8 else flat.to(torch.int64),
+                                minlength=self.ignore_index + 1)
         counts[self.ignore_index] = 0
         counts = counts[counts > 0]
         return len(counts) > 1 and (counts.max() / counts.sum()).item() < self.cat_max_ratio
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = _size(flat_inputs)
-        box = self._draw(h, w)
         mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
-        if mask is not None and self.cat_max_ratio < 1.0:
-            for _ in range(self.max_tries):
-                if self._balanced(mask, box):
-                    break
-                box = self._draw(h, w)
-        return box
+        crop_of = None if mask is None else (
+            lambda b: mask[..., b["top"]:b["top"] + b["height"], b["left"]:b["left"] + b["width"]])
+        return self.choose(h, w, crop_of)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.crop, inpt, **params)
@@ -184,72 +202,78 @@ class PhotoMetricDistortion(v2.Transform):
         self.saturation_range = saturation_range
         self.hue_delta = hue_delta
 
-    @staticmethod
-    def _coin() -> bool:
-        return bool(torch.randint(0, 2, ()).item())
-
-    @staticmethod
-    def _uniform(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * torch.rand(()).item()
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return self.draw()
+
+    def draw(self, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """The steps' parameters (None: the step is skipped), drawn in mmseg's order from ``generator`` (None: torch's
+        global one)."""
+
+        def coin() -> bool:
+            return bool(torch.randint(0, 2, (), generator=generator).item())
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
         return {
-            "brightness": self._uniform(-self.brightness_delta, self.brightness_delta)
-            if self._coin()
-            else None,
-            "contrast_first": self._coin(),
-            "contrast": self._uniform(*self.contrast_range) if self._coin() else None,
-            "saturation": self._uniform(*self.saturation_range) if self._coin() else None,
-            "hue": int(torch.randint(-self.hue_delta, self.hue_delta, ()).item()) if self._coin() else None,
+            "brightness": uniform(-self.brightness_delta, self.brightness_delta) if coin() else None,
+            "contrast_first": coin(),
+            "contrast": uniform(*self.contrast_range) if coin() else None,
+            "saturation": uniform(*self.saturation_range) if coin() else None,
+            "hue": int(torch.randint(-self.hue_delta, self.hue_delta, (), generator=generator).item())
+            if coin() else None,
         }
-
-    @staticmethod
-    def _convert(img: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
-        # mmseg's convert(): img * alpha + beta, np.clip to [0, 255], astype(uint8) (truncation)
-        return (img.float() * alpha + beta).clamp_(0, 255).to(torch.uint8)
-
-    @staticmethod
-    def _hue(img: torch.Tensor, shift: float) -> torch.Tensor:
-        """Rotate HSV hue by ``shift`` turns, keeping S and V (hexcone formulas, rounded to uint8; about twice
-        as fast as ``F.adjust_hue``, which builds the whole HSV image and back)."""
-        x = img.float()  # (3, H, W)
-        r, g, b = x.unbind(-3)
-        v, lo = x.amax(dim=-3), x.amin(dim=-3)  # (H, W)
-        chroma = v - lo
-        c = chroma.clamp(min=1e-6)
-        h = torch.where(v == r, ((g - b) / c) % 6, torch.where(v == g, (b - r) / c + 2, (r - g) / c + 4))
-        h = (h + 6 * shift) % 6  # hue in sixths of a turn
-        out = []
-        for n in (5, 3, 1):  # R, G, B: V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6
-            k = (n + h) % 6
-            out.append(v - chroma * torch.minimum(k, 4 - k).clamp_(0, 1))
-        return torch.stack(out, dim=-3).round_().clamp_(0, 255).to(torch.uint8)
-
-    @staticmethod
-    def _saturation(img: torch.Tensor, alpha: float) -> torch.Tensor:
-        x = img.float()  # (3, H, W)
-        v = x.amax(dim=-3, keepdim=True)  # (1, H, W)
-        chroma = v - x.amin(dim=-3, keepdim=True)
-        k = torch.where(chroma > 0, torch.clamp(v / chroma.clamp(min=1e-6), max=alpha), torch.ones_like(v))
-        return (v - (v - x) * k).clamp_(0, 255).to(torch.uint8)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, tv_tensors.Image):
             return inpt
         if inpt.dtype != torch.uint8:
             raise TypeError(f"PhotoMetricDistortion expects a uint8 image (as mmseg), got {inpt.dtype}")
-        img = inpt.as_subclass(torch.Tensor)
+        x = inpt.as_subclass(torch.Tensor).float()  # every step returns whole numbers in [0, 255], as mmseg's uint8
         if params["brightness"] is not None:
-            img = self._convert(img, beta=params["brightness"])
+            x = convert(x, beta=params["brightness"])
         if params["contrast_first"] and params["contrast"] is not None:
-            img = self._convert(img, alpha=params["contrast"])
+            x = convert(x, alpha=params["contrast"])
         if params["saturation"] is not None:
-            img = self._saturation(img, params["saturation"])
+            x = saturate(x, params["saturation"])
         if params["hue"] is not None:
-            img = self._hue(img, params["hue"] / 180.0)
+            x = rotate_hue(x, 6 * (params["hue"] / 180.0))
         if not params["contrast_first"] and params["contrast"] is not None:
-            img = self._convert(img, alpha=params["contrast"])
-        return tv_tensors.wrap(img, like=inpt)
+            x = convert(x, alpha=params["contrast"])
+        return tv_tensors.wrap(x.to(torch.uint8), like=inpt)
+
+
+# The photometric steps on float images holding whole numbers in [0, 255] (..., 3, H, W): each returns whole numbers
+# again, as mmseg's steps return uint8. A parameter is a number or a tensor that broadcasts over the images of a batch
+# ((B, 1, 1, 1) for convert and saturate, (B, 1, 1) for rotate_hue); the arithmetic is elementwise, so a batch gives
+# each image exactly what it gives alone.
+def convert(x: torch.Tensor, alpha: Any = 1.0, beta: Any = 0.0) -> torch.Tensor:
+    """mmseg's convert(): ``x * alpha + beta``, clipped to [0, 255], truncated as ``astype(uint8)`` does."""
+    return (x * alpha + beta).clamp_(0, 255).floor_()
+
+
+def saturate(x: torch.Tensor, alpha: Any) -> torch.Tensor:
+    """HSV saturation times ``alpha`` (clipped at 1), keeping hue and value, truncated (closed form, no HSV image)."""
+    v = x.amax(dim=-3, keepdim=True)  # (..., 1, H, W)
+    chroma = v - x.amin(dim=-3, keepdim=True)
+    k = torch.where(chroma > 0, torch.clamp(v / chroma.clamp(min=1e-6), max=alpha), torch.ones_like(v))
+    return (v - (v - x) * k).clamp_(0, 255).floor_()
+
+
+def rotate_hue(x: torch.Tensor, sixths: Any) -> torch.Tensor:
+    """Rotate HSV hue by ``sixths`` sixths of a turn (OpenCV's hue units / 30), keeping S and V (hexcone formulas,
+    rounded; about twice as fast as ``F.adjust_hue``, which builds the whole HSV image and back)."""
+    r, g, b = x.unbind(-3)
+    v, lo = x.amax(dim=-3), x.amin(dim=-3)  # (..., H, W)
+    chroma = v - lo
+    c = chroma.clamp(min=1e-6)
+    h = torch.where(v == r, ((g - b) / c) % 6, torch.where(v == g, (b - r) / c + 2, (r - g) / c + 4))
+    h = (h + sixths) % 6  # hue in sixths of a turn
+    out = []
+    for n in (5, 3, 1):  # R, G, B: V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6
+        k = (n + h) % 6
+        out.append(v - chroma * torch.minimum(k, 4 - k).clamp_(0, 1))
+    return torch.stack(out, dim=-3).round_().clamp_(0, 255)
 
 
 class PadTo(v2.Transform):
@@ -286,8 +310,9 @@ def _normalize() -> list[v2.Transform]:
     ]
 
 
-def train_transform(cfg: DataCfg) -> v2.Compose:
-    """The SegFormer / mmseg training pipeline for ``cfg`` (scale, ratio_range, crop_size, cat_max_ratio)."""
+def mmseg_train_transform(cfg: DataCfg) -> v2.Compose:
+    """The SegFormer / mmseg training pipeline for ``cfg`` (scale, ratio_range, crop_size, cat_max_ratio), one
+    sample at a time, as mmseg writes it: the reference that :class:`SegTrainTransform` is tested against."""
     return v2.Compose(
         [
             KeepRatioResize(cfg.scale, cfg.ratio_range),
@@ -298,6 +323,131 @@ def train_transform(cfg: DataCfg) -> v2.Compose:
             PadTo(cfg.crop_size),
         ]
     )
+
+
+def train_transform(cfg: DataCfg) -> SegTrainTransform:
+    """The training pipeline for ``cfg``: :class:`SegTrainTransform` (``pipeline(image, mask)`` for one sample,
+    ``pipeline.sample`` and ``pipeline.collate`` for the loader's two stages)."""
+    return SegTrainTransform(cfg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _nearest_exact_map(n_in: int, n_out: int) -> torch.Tensor:
+    """The source index of every pixel when torch resizes ``n_in`` pixels to ``n_out`` with "nearest-exact" (what
+    :class:`KeepRatioResize` does to masks): torch's own kernel run on a ramp (float32 holds the indices exactly), so a
+    crop gathered through it is the crop of the resized mask, bit for bit."""
+    ramp = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in)
+    return torch.nn.functional.interpolate(ramp, size=n_out, mode="nearest-exact").view(n_out).long()
+
+
+def _crop(x: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
+    return x[..., box["top"]:box["top"] + box["height"], box["left"]:box["left"] + box["width"]]
+
+
+class SegTrainTransform:
+    """The mmseg training pipeline of :func:`mmseg_train_transform` in a per-sample and a per-batch stage.
+
+    ``sample(image, mask, generator)``: the random draws of every step, in mmseg's order (resize ratio, crop boxes
+    until one is balanced, flip, the photometric steps), and what changes the sample's shape (the random resize with
+    the same kernels, the crop, the flip, the padding to the crop size: image 0, mask 255), on uint8 tensors without
+    the ``tv_tensors`` dispatch. Returns ``(uint8 image (3, H, W), uint8 mask (H, W), float64 photometric parameters
+    (5,), int64 size before padding (2,))``.
+
+    ``collate(samples)``: the batch: photometric distortion with each sample's parameters (the elementwise float
+    kernels :func:`convert`, :func:`saturate`, :func:`rotate_hue`; saturation and hue only on the samples that drew
+    them), normalisation as ``v2.ToDtype`` + ``v2.Normalize``, the padding set to 0 as mmseg pads after normalising.
+    Returns ``(float32 images (B, 3, H, W), int64 masks (B, H, W))``.
+
+    ``pipeline(image, mask)`` is both stages for one sample: ``(float32 (3, H, W), int64 (H, W))``.
+    """
+
+    #: Columns of the photometric parameters: brightness offset, contrast factor applied first, saturation factor
+    #: (nan: not drawn), hue shift in sixths of a turn (nan: not drawn), contrast factor applied last.
+    PARAMS = ("brightness", "contrast_first", "saturation", "hue", "contrast_last")
+
+    def __init__(self, cfg: DataCfg, flip_prob: float = 0.5) -> None:
+        self.resize = KeepRatioResize(cfg.scale, cfg.ratio_range)
+        self.crop = CatMaxRatioCrop(cfg.crop_size, cfg.cat_max_ratio)
+        self.photometric = PhotoMetricDistortion()
+        self.crop_size = (int(cfg.crop_size[0]), int(cfg.crop_size[1]))
+        self.flip_prob = flip_prob
+        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"SegTrainTransform(scale={self.resize.scale}, ratio_range={self.resize.ratio_range}, "
+                f"crop_size={self.crop_size}, cat_max_ratio={self.crop.cat_max_ratio})")
+
+    def sample(self, image: torch.Tensor, mask: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Stage 1 of one sample (see the class docstring); every draw from ``generator`` (None: torch's global
+        generator, as the one-at-a-time form draws; a generator seeded with s gives what ``torch.manual_seed(s)``
+        gives)."""
+        image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        h, w = mask.shape[-2:]
+        size = self.resize.draw_size(h, w, generator)  # the random resize's draw
+        resized = list(size) != [h, w]
+        rows, cols = (_nearest_exact_map(h, size[0]), _nearest_exact_map(w, size[1])) if resized else (None, None)
+
+        def mask_under(b: dict[str, int]) -> torch.Tensor:  # the resized mask's crop, gathered from the source
+            if not resized:
+                return _crop(mask, b)
+            return mask.index_select(0, rows[b["top"]:b["top"] + b["height"]]).index_select(
+                1, cols[b["left"]:b["left"] + b["width"]])
+
+        box = self.crop.choose(size[0], size[1], mask_under, generator)  # the crop's draws
+        flip = bool(torch.rand(1, generator=generator) < self.flip_prob)  # v2.RandomHorizontalFlip's draw
+        d = self.photometric.draw(generator)  # the photometric draws
+        contrast = 1.0 if d["contrast"] is None else d["contrast"]
+        params = torch.tensor([0.0 if d["brightness"] is None else d["brightness"],
+                               contrast if d["contrast_first"] else 1.0,
+                               math.nan if d["saturation"] is None else d["saturation"],
+                               math.nan if d["hue"] is None else 6 * (d["hue"] / 180.0),
+                               1.0 if d["contrast_first"] else contrast], dtype=torch.float64)
+        if resized:
+            image = F.resize_image(image, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+        img, msk = _crop(image, box), mask_under(box)
+        if flip:
+            img, msk = img.flip(-1), msk.flip(-1)
+        ch, cw = msk.shape
+        th, tw = max(self.crop_size[0], ch), max(self.crop_size[1], cw)
+        if (ch, cw) != (th, tw):
+            img = torch.nn.functional.pad(img, (0, tw - cw, 0, th - ch), value=0)
+            msk = torch.nn.functional.pad(msk, (0, tw - cw, 0, th - ch), value=IGNORE_INDEX)
+        return img, msk, params, torch.tensor([ch, cw])  # views where nothing was copied: collate's stack copies
+
+    def collate(self, samples: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2: a list of :meth:`sample` outputs -> ``(float32 (B, 3, H, W), int64 (B, H, W))``."""
+        x = torch.stack([s[0] for s in samples]).float()  # (B, 3, H, W), whole numbers
+        masks = torch.stack([s[1] for s in samples]).to(torch.int64)
+        for i, s in enumerate(samples):
+            # mmseg's order with this sample's draws; a step that was not drawn is skipped (its neutral parameters
+            # would leave the whole numbers as they are). Python numbers, as the one-at-a-time form passes them: a
+            # broadcast (B, 1, 1, 1) parameter tensor makes torch's CPU kernels several times slower.
+            brightness, contrast_first, saturation, hue, contrast_last = s[2].tolist()
+            xi = start = x[i]
+            if brightness != 0.0:
+                xi = convert(xi, beta=brightness)
+            if contrast_first != 1.0:
+                xi = convert(xi, alpha=contrast_first)
+            if saturation == saturation:  # not nan
+                xi = saturate(xi, saturation)
+            if hue == hue:
+                xi = rotate_hue(xi, hue)
+            if contrast_last != 1.0:
+                xi = convert(xi, alpha=contrast_last)
+            if xi is not start:
+                x[i] = xi
+        x = x.mul_(1.0 / 255).sub_(self.mean).div_(self.std)  # v2.ToDtype(scale=True), then v2.Normalize
+        for i, (h, w) in enumerate(s[3].tolist() for s in samples):  # mmseg pads after normalising, with 0
+            x[i, :, h:] = 0
+            x[i, :, :, w:] = 0
+        return x, masks
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Both stages for one sample, its draws from torch's global generator (what ``dataset[i]`` returns)."""
+        images, masks = self.collate([self.sample(image, mask)])
+        return tv_tensors.Image(images[0]), tv_tensors.Mask(masks[0])
 
 
 def eval_transform(cfg: DataCfg) -> v2.Compose:

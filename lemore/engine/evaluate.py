@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import logging
 import math
 import sys
@@ -48,26 +47,12 @@ from torch.utils.data import DataLoader, Dataset
 from lemore.config import ConfigValueError, RunCfg
 from lemore.faults import maybe_fault
 from lemore.metrics import IGNORE_INDEX, ConfusionMatrix
+from lemore.registry import build_model
 
 log = logging.getLogger("lemore")
 
 #: Datasets whose class 0 is "background" and that papers report with and without it (mIoU60 / mIoU59).
 BACKGROUND_CLASS = {"pascal_context": 0}
-
-
-# --------------------------------------------------------------------------------------------------- model
-def build_model(cfg: RunCfg) -> nn.Module:
-    """``create_model(cfg.model.name, num_classes=cfg.data.num_classes)``; models that are built for an input
-    size (LeMoRe's view matrices) get ``img_size=cfg.data.crop_size``."""
-    import lemore  # noqa: F401  (registers the models)
-    from lemore.registry import MODELS, create_model
-
-    if cfg.model.name not in MODELS:
-        raise ConfigValueError(f"unknown model.name {cfg.model.name!r}; choose from {sorted(MODELS)}")
-    kwargs: dict[str, Any] = {}
-    if "img_size" in inspect.signature(MODELS[cfg.model.name]).parameters:
-        kwargs["img_size"] = tuple(cfg.data.crop_size)
-    return create_model(cfg.model.name, num_classes=cfg.data.num_classes, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- inference
@@ -134,8 +119,8 @@ def eval_loader(ds: Dataset, cfg: RunCfg, rank: int = 0, world_size: int = 1,
                 device: torch.device | str | None = None) -> DataLoader:
     """Batch-1 loader over this rank's shard ``range(rank, len(ds), world_size)``. Batch 1 because validation
     images keep their own size (and labels their original size); the shard has no padding duplicates. On CPU the
-    workers follow :func:`lemore.engine.train.loader_workers` (none for a split held in memory)."""
-    from lemore.engine.train import loader_workers
+    workers follow :func:`lemore.data.loader.loader_workers` (none for a split held in memory)."""
+    from lemore.data.loader import loader_workers
 
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     base = ds

@@ -67,6 +67,7 @@ from lemore.engine.train import (
     train_batches,
 )
 from lemore.faults import maybe_fault
+from lemore.system import keep_freed_memory
 from lemore.tracking import Tracker, write_results
 
 log = logging.getLogger("lemore")
@@ -171,6 +172,7 @@ def pretrain(cfg: PretrainCfg, *, run_dir: str | os.PathLike | None = None,
     Returns:
         The run directory.
     """
+    keep_freed_memory()  # lemore.system: freed activations are reused, not faulted in again
     with distributed(cfg.device) as env, contextlib.ExitStack() as cleanup:
         rank, world, device, master = env.rank, env.world_size, env.device, env.rank == 0
         if cfg.batch_size % (world * cfg.accum_steps):

@@ -19,7 +19,8 @@ The recipe (``lemore.config.RECIPES``, every value overridable) is the paper's /
 
 Hardware: CUDA when present (AMP in bf16, or fp16 with a GradScaler where bf16 is unsupported;
 ``cudnn.benchmark``; channels-last), CPU otherwise (channels-last for the models measured faster in it:
-:func:`cpu_channels_last`). DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
+:func:`cpu_channels_last`). On Linux, glibc's allocator keeps freed memory for reuse
+(:func:`lemore.system.keep_freed_memory`: a CPU training step up to 1.6x faster on a virtual machine). DDP is switched on by the ``RANK`` / ``WORLD_SIZE``
 environment variables that torchrun sets (nanoGPT): NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm
 only under CUDA DDP (SyncBN has no CPU kernel). The global batch is split as
 ``batch_size = world_size x accum_steps x micro_batch``; gradients are accumulated over ``accum_steps``
@@ -97,9 +98,12 @@ from lemore.checkpoint import (
     save_checkpoint,
 )
 from lemore.config import ADDED_KEYS, DATASET_NAMES, ConfigValueError, RunCfg, TrainCfg, load, to_yaml, validate
-from lemore.engine.evaluate import build_model, eval_loader, evaluate, format_metrics, prediction_strips
+from lemore.data.loader import loader_workers
+from lemore.engine.evaluate import eval_loader, evaluate, format_metrics, prediction_strips
 from lemore.faults import maybe_fault
 from lemore.metrics import IGNORE_INDEX
+from lemore.registry import build_model
+from lemore.system import keep_freed_memory
 from lemore.tracking import Tracker, write_results
 
 log = logging.getLogger("lemore")
@@ -110,7 +114,8 @@ RESUMABLE_KEYS = ("train.eval_interval", "train.ckpt_interval", "train.log_inter
 
 
 def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
-          results_dir: str | os.PathLike | None = None, restart_finished: bool = False) -> Path:
+          results_dir: str | os.PathLike | None = None, restart_finished: bool = False,
+          stop_at: int | None = None) -> Path:
     """Train ``cfg.model.name`` on ``cfg.data.dataset`` with ``cfg.train``'s schedule; resume if interrupted.
 
     Args:
@@ -121,6 +126,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         restart_finished: a run in ``run_dir`` that was trained to its last iteration is trained again from scratch
             (its files replaced once the preflight has passed) instead of being left as it is; an unfinished run
             still resumes. What a pipeline wants when it reruns a stage because its code or parameters changed.
+        stop_at: train only up to this iteration of the schedule (``0 < stop_at < train.iters``), checkpoint there and
+            return without the final evaluation; calling ``train`` again resumes, and the run is exactly that of one
+            call. A long run cut into stages that each fit a time limit (``--stop-at``).
 
     Returns:
         The run directory.
@@ -136,6 +144,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
     """
     validate(cfg)
     t = cfg.train
+    keep_freed_memory()  # the allocator reuses freed activations instead of faulting in fresh pages (lemore.system)
     with distributed(t.device) as env, contextlib.ExitStack() as cleanup:
         rank, world, device, master = env.rank, env.world_size, env.device, env.rank == 0
         # Preflight, down to "run directory": everything that bad input can break (config, checkpoint to resume,
@@ -148,6 +157,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                                    f"= {world} x {t.accum_steps}; e.g. set train.accum_steps so that the per-GPU "
                                    f"micro-batch batch_size / (world_size * accum_steps) is an integer")
         micro = t.batch_size // (world * t.accum_steps)  # per-process micro-batch
+        if stop_at is not None and not 0 < stop_at <= t.iters:
+            raise ConfigValueError(f"stop_at={stop_at} must be between 1 and train.iters={t.iters}")
+        end = t.iters if stop_at is None else stop_at  # this call trains up to `end`
         run_name = cfg.run_name(world)
         run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / run_name
         ckpt_path = run_dir / "last.pt"
@@ -157,6 +169,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         if restart:
             log.info("%s was trained to the end before: training it again from scratch (restart_finished)", run_dir)
             resume = None
+        if resume is not None and end < t.iters and int(resume["iteration"]) >= end:
+            log.info("%s is at iteration %d, past stop_at=%d: nothing to do", run_dir, int(resume["iteration"]), end)
+            return run_dir
         if resume is not None and finished(run_dir, resume, t.iters, run_name, results_dir):
             # Rerunning a finished run changes nothing (a new data.root would otherwise re-evaluate it in place).
             log.info("%s is finished (delete its metrics.json to evaluate it again)", run_dir)
@@ -253,16 +268,25 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                           truncate_at=resume.get("metrics_offset") if resume is not None else 0)
         cleanup.callback(tracker.finish)  # also on errors: W&B files are flushed and closed
 
+        # this process's share of the run: the loop's seconds, of which waiting for data, and the evaluations'; and
+        # the same summed over every call that trained this run (a run trained in stages, or resumed after a kill:
+        # the time up to its last checkpoint), saved in last.pt
+        timing = {"iterations": 0, "loop_s": 0.0, "data_wait_s": 0.0, "eval_s": 0.0, "evaluations": 0}
+        before = dict.fromkeys(timing, 0) | dict((resume or {}).get("timing_total", {}))
+
+        def timing_total() -> dict[str, float]:
+            now = {**timing, "iterations": it - start_iter, "data_wait_s": timing["data_wait_s"] + data_wait,
+                   "loop_s": time.perf_counter() - t_loop - timing["eval_s"]}
+            return {k: before[k] + now[k] for k in timing}
+
         def checkpoint(iteration: int) -> None:
             rng = gather_rng_state(env.ddp, world)  # collective: every rank calls it
             if master:
                 save_checkpoint(dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
                                      scaler=scaler.state_dict(), iteration=iteration, config=cfg_dict,
                                      run_name=run_name, world_size=world, rng=rng, wandb_id=tracker.run_id,
-                                     pretrained=pretrained, metrics_offset=tracker.offset()), ckpt_path)
-
-        # this process's share of the run: the loop's seconds, of which waiting for data, and the evaluations'
-        timing = {"iterations": 0, "loop_s": 0.0, "data_wait_s": 0.0, "eval_s": 0.0, "evaluations": 0}
+                                     pretrained=pretrained, metrics_offset=tracker.offset(),
+                                     timing_total=timing_total()), ckpt_path)
 
         def run_eval(iteration: int) -> dict[str, Any]:
             t_eval = time.perf_counter()
@@ -299,7 +323,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         t_last, it_last = time.perf_counter(), it
         t_loop = t_last
         data_wait = 0.0  # seconds spent in next(batches) since the last log line
-        while it < t.iters:
+        while it < end:
             lr = lr_at(it, t)
             for group in optimizer.param_groups:  # the head's groups: lr_mult = train.head_lr_mult
                 group["lr"] = lr_at(it, t, group.get("lr_mult", 1.0))
@@ -349,14 +373,21 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             if it % t.eval_interval == 0 and it < t.iters:
                 run_eval(it)
                 model.train()
-            if it % t.ckpt_interval == 0 or it == t.iters:
+            if it % t.ckpt_interval == 0 or it == end:
                 checkpoint(it)
         pbar.close()
+        if end < t.iters:  # a stage of the run: the rest resumes from last.pt
+            log.info("stopped at iteration %d / %d (stop_at); %s resumes from %s", it, t.iters, run_dir, ckpt_path)
+            if master:
+                tracker.offset()
+            tracker.finish()
+            return run_dir
         timing["iterations"] = it - start_iter
         timing["loop_s"] = time.perf_counter() - t_loop - timing["eval_s"]  # evaluations on the way left out
 
         # ------------------------------------------------------------------------------------- final results
         metrics = run_eval(t.iters)
+        total = timing_total()  # every call's loop and evaluations, this final one included
         if master:
             save_checkpoint(dict(model=raw_model.state_dict(), config=cfg_dict, run_name=run_name,
                                  iteration=t.iters), run_dir / "model.pt")
@@ -365,7 +396,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                            world_size=world, params_m=n_params / 1e6, pretrained=pretrained,
                            checkpoint=str(run_dir / "model.pt"), curve=read_curve(run_dir / "metrics.jsonl"),
                            timing={**timing, "resumed_at": start_iter, "device": str(device),
-                                   "threads": torch.get_num_threads()})
+                                   "threads": torch.get_num_threads(),
+                                   "total": total if start_iter else dict(timing)})
             write_results(run_dir / "metrics.json", **payload)
             if results_dir is not None:
                 write_results(Path(results_dir) / f"{run_name}.json", **payload)
@@ -391,29 +423,6 @@ def cpu_channels_last(model_name: str, num_classes: int) -> bool:
     """Whether ``model_name`` with ``num_classes`` logits trains in channels_last on CPU (with
     ``train.channels_last`` on): a fixed table from measurements, so the choice never depends on timing at start."""
     return num_classes <= CPU_CHANNELS_LAST.get(model_name.split("_", 1)[0], 0)
-
-
-def loader_workers(requested: int, device: torch.device, cached: bool = False) -> int:
-    """DataLoader worker processes for ``data.num_workers = requested`` on ``device``.
-
-    On CUDA, as requested. On CPU the workers share the cores with the compute threads (``torch.get_num_threads()``):
-    a worker that takes a core from a compute thread stalls every parallel region of the step (the other threads
-    wait for it at the region's end), so a millisecond of augmentation costs the step more than a millisecond. So at
-    most the cores the threads leave free, and none when they take them all: the main process then augments each
-    batch between two steps, on all its cores. 0 also for a split held in memory whose samples need no augmentation
-    (evaluation: a worker would only add its start-up). Samples do not depend on the workers (each is seeded by its
-    place in the schedule), so this changes the speed only. ``python benchmarks/engine_throughput.py --workers-ab``
-    (the two settings alternated in one process; results/benchmarks/loader_workers_ab.md; AMD EPYC Zen 4, 2 cores,
-    2 threads, the CamVid recipe): without a worker LeMoRe 4.40 iterations/s against 3.87 with one (+14%),
-    TopFormer-T +34%, LR-ASPP +5%, SeaFormer-T +4%, SegFormer-B0 +1%.
-    """
-    if device.type != "cpu":
-        return requested
-    if cached:
-        return 0
-    from lemore.profiling import available_cores
-
-    return max(0, min(requested, available_cores() - torch.get_num_threads()))
 
 
 # ------------------------------------------------------------------------------------------ loss and schedule
@@ -590,7 +599,13 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int, int]):
         index, epoch, position = key
         s = np.random.SeedSequence([self.seed, epoch, position]).generate_state(2, dtype=np.uint32)
-        with fork_rng(int(s[0]) << 32 | int(s[1])):
+        seed = int(s[0]) << 32 | int(s[1])
+        if getattr(self.ds, "staged", False):
+            # The training pipeline draws from a generator of its own, seeded alike (the same stream as the global
+            # generator seeded with `seed`, without saving and restoring three global states), and leaves the
+            # per-pixel work to the loader's collate_fn (SegDataset.collate).
+            return self.ds.sample(index, torch.Generator().manual_seed(seed))
+        with fork_rng(seed):
             return self.ds[index]
 
 
@@ -626,6 +641,7 @@ def train_batches(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, wor
     steps = len(sampler)
     loader = DataLoader(SeededSamples(ds, seed), batch_sampler=sampler, num_workers=num_workers,
                         pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                        collate_fn=ds.collate if getattr(ds, "staged", False) else None,  # the batch stage
                         generator=torch.Generator())  # own generator: iterating never touches the global RNG
     epoch, offset = divmod(start_step, steps)
     while True:
@@ -821,10 +837,13 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart-finished", action="store_true",
                    help="train a run that already reached its last iteration again from scratch (an unfinished one "
                         "still resumes)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="ITER",
+                   help="train up to this iteration, checkpoint and exit (a stage of a long run; run again to resume)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cfg = load(args.config, dataset=args.dataset, overrides=args.set)
-    train(cfg, run_dir=args.run_dir, results_dir=args.results_dir, restart_finished=args.restart_finished)
+    train(cfg, run_dir=args.run_dir, results_dir=args.results_dir, restart_finished=args.restart_finished,
+          stop_at=args.stop_at)
     return 0

@@ -1,117 +1,222 @@
-"""The CamVid recipe search: train the runs of ``search.yaml`` that have no results yet, then summarise them all.
+"""The CamVid recipe searches: train the runs of a search file that have no results yet, then summarise them all.
 
-    python studies/camvid/search.py --root ../data/CamVid            # every run without results, in order
-    python studies/camvid/search.py --root ../data/CamVid --only NAME # one run
+    python studies/camvid/search.py                                   # search 2 (search2.yaml): every run without results
+    python studies/camvid/search.py --next-stage                      # only the next stage of the first unfinished run
+    python studies/camvid/search.py --only NAME                       # one run
     python studies/camvid/search.py --summary                         # rewrite summary.md from the results only
+    python studies/camvid/search.py --spec studies/camvid/search.yaml --summary     # the first search
 
-Each run is ``lemore.config.load(dataset="camvid")`` with the run's model and overrides, trained by
-``lemore.engine.train.train`` in ``runs/camvid_search/<name>`` (resumed if killed) with its results in
-``results/camvid/search/<name>.json``: the final val metrics, the evaluations logged during training (the
-learning curve), the training loop's time and the config. Only the training and validation splits are read.
+Each run is ``lemore.config.load(dataset="camvid")`` with the file's ``base`` overrides, then the run's model and
+overrides, trained by ``lemore.engine.train.train`` in ``runs/<results folder name>/<name>`` (resumed if killed)
+with its results in ``<results>/<name>.json``: the final val metrics, the evaluations logged during training (the
+learning curve), the time of every stage and the config, and where the code stood (``search.commit``). Only the
+training and validation splits are read.
 
-A run whose overrides make exactly the chosen camvid recipe names, under ``results:``, the study's seed-0 folder
-(``results/camvid/metrics/<model>/seed0``) instead: the study trains that configuration anyway (``dvc repro
-studies/camvid/dvc.yaml``), so the search reads its results there rather than training it twice.
+**Stages.** A run is trained in stages that each end at a checkpoint: the first at iteration ``check_at`` (where the
+divergence rule below is read), the next ones as long as ``--stage-minutes`` allows at the speed the run has shown
+(rounded down to the evaluation interval). ``--next-stage`` trains one stage and exits (status 0; 3 when nothing is
+left), so that a shell loop can commit each finished run as it ends and no process runs longer than a stage.
+
+**Diverged.** At ``check_at`` iterations, a run whose mean training loss over the last ``check_window`` iterations is
+higher than over the ``check_window`` before them (the loss climbing for hundreds of iterations) is stopped and
+recorded as diverged in ``<results>/<name>.diverged.json`` (its curve so far). A run with ``until:`` is a diagnostic:
+it trains only that many iterations of its schedule and records the same file, whatever its loss does.
+
+**The learning rate.** A file with ``lr_grid`` and ``lr_rule`` (declared before its runs) picks each model's learning
+rate from its runs flagged ``grid: true``: the highest final val mIoU, a diverged run counting as the lowest
+(:func:`chosen_lrs`); the summary prints the grid and the choice.
+
+A run with ``results:`` names a results file elsewhere instead of training (a run that another command trained).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = Path(__file__).with_name("search.yaml")
-RESULTS = ROOT / "results" / "camvid" / "search"
-RUNS = ROOT / "runs" / "camvid_search"
+SPEC = Path(__file__).with_name("search2.yaml")
+FIRST_SPEC = Path(__file__).with_name("search.yaml")
+EXIT_NOTHING_LEFT = 3
 
 
-def load_spec(path: Path = SPEC) -> list[dict]:
-    runs = yaml.safe_load(path.read_text())["runs"]
+# ------------------------------------------------------------------------------------------------------ the file
+def load_file(path: Path = SPEC) -> dict:
+    """The search file: ``runs`` (unique names), ``results`` (folder, default results/camvid/search), ``base``
+    overrides, and the optional ``lr_grid`` / ``lr_rule`` / ``check_at`` / ``check_window``."""
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    runs = spec.get("runs") or []
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: run names must be unique, got {names}")
-    return runs
+    grid = spec.get("lr_grid")
+    for run in runs:
+        if run.get("grid") and (grid is None or run.get("set", {}).get("train.lr") not in grid):
+            raise ValueError(f"{path}: run {run['name']!r} is flagged grid: true but its train.lr "
+                             f"{run.get('set', {}).get('train.lr')!r} is not in lr_grid {grid}")
+    spec.setdefault("results", "results/camvid/search")
+    spec.setdefault("base", {})
+    spec["runs"] = runs
+    return spec
 
 
-def run_config(run: dict, root: str):
+def load_spec(path: Path = SPEC) -> list[dict]:
+    return load_file(path)["runs"]
+
+
+def results_dir(spec: dict) -> Path:
+    return ROOT / spec["results"]
+
+
+def runs_dir(spec: dict) -> Path:
+    return ROOT / "runs" / f"camvid_{Path(spec['results']).name}"
+
+
+def run_config(run: dict, root: str, base: dict | None = None):
     from lemore.config import load
 
-    return load(dataset="camvid", overrides={"model.name": run["model"], "name": run["name"], "data.root": root,
-                                             **run.get("set", {})})
+    return load(dataset="camvid", overrides={**(base or {}), "model.name": run["model"], "name": run["name"],
+                                             "data.root": root, **run.get("set", {})})
 
 
-def result_path(run: dict) -> Path:
-    """The results JSON of ``run``: ``results/camvid/search/<name>.json``, or the one JSON in the study folder its
-    ``results:`` names (a path that does not exist yet while the study has not trained it)."""
-    if "results" not in run:
-        return RESULTS / f"{run['name']}.json"
-    folder = ROOT / run["results"]
-    found = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    if len(found) > 1:
-        raise ValueError(f"{folder}: expected one results JSON for search run {run['name']!r}, found "
-                         f"{[f.name for f in found]}")
-    return found[0] if found else folder / "(not trained yet)"
+def result_path(run: dict, spec: dict) -> Path:
+    """The results JSON of ``run``: ``<results>/<name>.json``, or the file its ``results:`` names."""
+    if "results" in run:
+        return ROOT / run["results"]
+    return results_dir(spec) / f"{run['name']}.json"
 
 
-def train_runs(runs: list[dict], root: str, threads: int) -> None:
-    import torch
+def diverged_path(run: dict, spec: dict) -> Path:
+    return results_dir(spec) / f"{run['name']}.diverged.json"
 
+
+def state(run: dict, spec: dict) -> str:
+    """"done", "diverged" (or a finished diagnostic), "stopped" (by hand, its note says why), or "todo"."""
+    if result_path(run, spec).is_file():
+        return "done"
+    if diverged_path(run, spec).is_file():
+        return "diverged"
+    if run.get("stopped") or "results" in run:
+        return "stopped"
+    return "todo"
+
+
+# ------------------------------------------------------------------------------------------------------- stages
+def loss_curve(jsonl: Path) -> list[tuple[int, float]]:
+    """(iteration, mean training loss since the previous log line) from a run's metrics.jsonl."""
+    out = []
+    if jsonl.is_file():
+        for line in jsonl.read_text().splitlines():
+            rec = json.loads(line)
+            if "train/loss" in rec:
+                out.append((rec["step"], rec["train/loss"]))
+    return out
+
+
+def climbing(losses: list[tuple[int, float]], at: int, window: int) -> tuple[bool, float, float]:
+    """Whether the mean loss over (at - window, at] exceeds the mean over (at - 2 window, at - window]."""
+    recent = [v for i, v in losses if at - window < i <= at]
+    before = [v for i, v in losses if at - 2 * window < i <= at - window]
+    if not recent or not before:
+        return False, math.nan, math.nan
+    a, b = sum(before) / len(before), sum(recent) / len(recent)
+    return b > a, a, b
+
+
+def next_stop(run_dir: Path, iters: int, check_at: int, eval_interval: int, stage_minutes: float) -> int:
+    """Where the next stage of a run ends: ``check_at`` first, then as far as ``stage_minutes`` reach at the run's
+    own speed so far (its logged iterations per second), on a multiple of the evaluation interval."""
+    from lemore.checkpoint import load_checkpoint
+
+    last = run_dir / "last.pt"
+    done = int(load_checkpoint(last)["iteration"]) if last.is_file() else 0
+    if done < check_at < iters:
+        return check_at
+    speeds = []
+    jsonl = run_dir / "metrics.jsonl"
+    if jsonl.is_file():
+        speeds = [json.loads(line).get("train/iter_per_s") for line in jsonl.read_text().splitlines()]
+        speeds = [s for s in speeds if s]
+    ips = sorted(speeds)[len(speeds) // 2] if speeds else 1.0
+    reach = int(stage_minutes * 60 * ips * 0.9)  # 10% for evaluations and start-up
+    stop = (done + max(reach, eval_interval)) // eval_interval * eval_interval
+    return iters if stop >= iters else max(stop, done + eval_interval)
+
+
+def code_state() -> dict:
+    """The commit the code was at, and whether the tree had changes (``git`` where it is available)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "lemore"], cwd=ROOT, capture_output=True,
+                                    text=True, check=True).stdout.strip())
+        return {"commit": commit, "lemore_modified": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "lemore_modified": None}
+
+
+def train_stage(run: dict, spec: dict, root: str, stage_minutes: float, all_stages: bool) -> str:
+    """Train ``run`` (one stage, or every stage with ``all_stages``); returns its state afterwards."""
     from lemore.engine.train import train
+    from lemore.profiling import write_json_atomic
+
+    cfg = run_config(run, root, spec.get("base"))
+    t = cfg.train
+    rdir, out = runs_dir(spec) / run["name"], results_dir(spec)
+    check_at, window = int(spec.get("check_at", 750)), int(spec.get("check_window", 250))
+    until = int(run.get("until", t.iters))
+    while True:
+        stop = min(until, next_stop(rdir, t.iters, check_at, t.eval_interval, stage_minutes))
+        print(f"{run['name']}: training to iteration {stop} of {t.iters}", flush=True)
+        train(cfg, run_dir=rdir, results_dir=out, stop_at=stop if stop < t.iters else None)
+        if stop >= t.iters:
+            path = result_path(run, spec)
+            record = json.loads(path.read_text())
+            record["search"] = {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state()}
+            write_json_atomic(path, record)
+            return "done"
+        losses = loss_curve(rdir / "metrics.jsonl")
+        up, before, recent = climbing(losses, check_at, window) if stop == check_at else (False, math.nan, math.nan)
+        if up or stop >= until:
+            from lemore.engine.train import read_curve
+
+            why = (f"diagnostic: trained to iteration {until} of {t.iters}" if stop >= until and not up else
+                   f"diverged: mean training loss {recent:.3f} over iterations {check_at - window}-{check_at}, "
+                   f"up from {before:.3f} over the {window} before")
+            write_json_atomic(diverged_path(run, spec), {
+                "run_name": run["name"], "reason": why, "iteration": stop, "config": cfg.to_dict(),
+                "loss": losses, "curve": read_curve(rdir / "metrics.jsonl"),
+                "search": {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state()}})
+            print(f"{run['name']}: {why}", flush=True)
+            return "diverged"
+        if not all_stages:
+            return "todo"
+
+
+def train_runs(runs: list[dict], spec: dict, root: str, threads: int, stage_minutes: float,
+               one_stage: bool) -> int:
+    import torch
 
     torch.set_num_threads(threads)
     for run in runs:
-        if result_path(run).is_file():
-            print(f"{run['name']}: results there, skipped")
+        st = state(run, spec)
+        if st != "todo":
+            print(f"{run['name']}: {st}, skipped")
             continue
-        if "results" in run:
-            print(f"{run['name']}: trained by the study (dvc repro studies/camvid/dvc.yaml), skipped")
-            continue
-        if run.get("stopped"):
-            print(f"{run['name']}: stopped by hand (its note says why), skipped")
-            continue
-        cfg = run_config(run, root)
-        train(cfg, run_dir=RUNS / run["name"], results_dir=RESULTS)
+        train_stage(run, spec, root, stage_minutes, all_stages=not one_stage)
+        if one_stage:
+            return 0
+    return EXIT_NOTHING_LEFT if one_stage else 0
 
 
-def summary(runs: list[dict]) -> str:
-    """Markdown: one row per run with results (final mIoU, the curve, the gain over the last quarter, time)."""
-    lines = ["# CamVid recipe search (seed 0, val split)", "",
-             "Written by `python studies/camvid/search.py --summary` from results/camvid/search/*.json; the runs and "
-             "their overrides of the camvid recipe are in studies/camvid/search.yaml, in the order they were added. "
-             "Trained from scratch (no ImageNet weights), 2 threads; evaluation on the whole 360x480 val image.", "",
-             "| run | model | crop | batch | lr | random resize | iterations | val mIoU | curve (mIoU at each evaluation) "
-             "| last-quarter gain | loop it/s | minutes |", "|---|---|---|--:|--:|---|--:|--:|---|--:|--:|--:|"]
-    for run in runs:
-        path = result_path(run)
-        if not path.is_file():
-            state = ("stopped: see its note" if run.get("stopped") else
-                     f"the study's run, not trained yet ({run['results']})" if "results" in run else "not run yet")
-            lines.append(f"| {run['name']} | {run['model']} | {state} | | | | | | | | | |")
-            continue
-        r = json.loads(path.read_text())
-        c, t = r["config"], r.get("timing", {})
-        iters = c["train"]["iters"]
-        curve = r.get("curve", [])
-        gain = last_quarter_gain(curve, iters)
-        minutes = (t.get("loop_s", 0) + t.get("eval_s", 0)) / 60
-        ips = t["iterations"] / t["loop_s"] if t.get("loop_s") else float("nan")
-        where = f" (= {run['results']})" if "results" in run else ""
-        lines.append(
-            f"| {run['name']}{where} | {run['model']} | {c['data']['crop_size'][0]}x{c['data']['crop_size'][1]} | "
-            f"{c['train']['batch_size']} | {c['train']['lr']:g} | {c['data']['ratio_range'][0]:g}-"
-            f"{c['data']['ratio_range'][1]:g} | {iters} | **{r['metrics']['miou']:.2f}** | "
-            + " / ".join(f"{p['miou']:.1f}" for p in curve) + f" | {gain:+.2f} | {ips:.2f} | {minutes:.1f} |")
-    lines += ["", "Last-quarter gain: val mIoU at the end minus at 3/4 of the schedule (the plateau rule: < 1.0)."]
-    notes = [f"- **{r['name']}**: {r['note']}" for r in runs if r.get("note")]
-    choice = ["", "## The choice", "", " ".join(yaml.safe_load(SPEC.read_text()).get("choice", "").split())]
-    return "\n".join(lines + choice + ["", "## Why each run", ""] + notes) + "\n"
-
-
+# ------------------------------------------------------------------------------------------------------ summary
 def last_quarter_gain(curve: list[dict], iters: int) -> float:
     """Final mIoU minus the mIoU of the evaluation at 3/4 of ``iters`` (nan when that point was not logged)."""
     at = {p["iteration"]: p["miou"] for p in curve}
@@ -119,26 +224,132 @@ def last_quarter_gain(curve: list[dict], iters: int) -> float:
     return at[iters] - at[q] if iters in at and q in at else float("nan")
 
 
+def _record(run: dict, spec: dict) -> dict | None:
+    st = state(run, spec)
+    if st == "done":
+        return json.loads(result_path(run, spec).read_text())
+    if st == "diverged":
+        return json.loads(diverged_path(run, spec).read_text())
+    return None
+
+
+def final_miou(run: dict, spec: dict) -> float | None:
+    """A finished run's final val mIoU; None for a diverged, stopped or untrained run."""
+    return json.loads(result_path(run, spec).read_text())["metrics"]["miou"] if state(run, spec) == "done" else None
+
+
+def chosen_lrs(spec: dict) -> dict[str, dict]:
+    """Per model with grid runs: ``{"runs": {lr: mIoU or "diverged" or None}, "chosen": lr or None}``; the rule:
+    the highest final val mIoU of the model's grid runs, chosen only once every value of the grid has a result
+    (a diverged run counts as the lowest)."""
+    grid = spec.get("lr_grid") or []
+    out: dict[str, dict] = {}
+    for run in spec["runs"]:
+        if not run.get("grid"):
+            continue
+        lr = run["set"]["train.lr"]
+        st = state(run, spec)
+        value = final_miou(run, spec) if st == "done" else ("diverged" if st == "diverged" else None)
+        out.setdefault(run["model"], {"runs": {}})["runs"][lr] = value
+    for entry in out.values():
+        runs = entry["runs"]
+        complete = all(runs.get(lr) is not None for lr in grid)
+        scored = {lr: v for lr, v in runs.items() if isinstance(v, float)}
+        entry["chosen"] = max(scored, key=lambda lr: (scored[lr], -lr)) if complete and scored else None
+    return out
+
+
+def summary(spec: dict) -> str:
+    """Markdown: one row per run (final mIoU, the curve, the gain over the last quarter, time), the grid and the
+    learning rate it chose, the file's choice, and why each run was added."""
+    runs = spec["runs"]
+    name = Path(spec.get("_path", SPEC)).name
+    intro = (f"Written by `python studies/camvid/search.py --spec studies/camvid/{name} --summary` from "
+             f"{spec['results']}/*.json; the runs and their overrides of the camvid recipe are in "
+             f"studies/camvid/{name}, in the order they were added. Trained from scratch (no ImageNet weights), 2 "
+             "threads; evaluation on the whole 360x480 val image.")
+    header = ("| run | model | crop | batch | lr | random resize | iterations | val mIoU | curve (mIoU at each evaluation) "
+              "| last-quarter gain | loop it/s | minutes |")
+    lines = [f"# {spec.get('title', 'CamVid recipe search (seed 0, val split)')}", "", intro, "", header,
+             "|---|---|---|--:|--:|---|--:|--:|---|--:|--:|--:|"]
+    for run in runs:
+        r = _record(run, spec)
+        st = state(run, spec)
+        if r is None:
+            label = "stopped: see its note" if st == "stopped" and "results" not in run else (
+                f"not run yet ({run['results']})" if "results" in run else "not run yet")
+            lines.append(f"| {run['name']} | {run['model']} | {label} | | | | | | | | | |")
+            continue
+        c = r["config"]
+        t = r.get("timing", {})
+        total = t.get("total", t)
+        iters = c["train"]["iters"]
+        curve = r.get("curve", [])
+        gain = last_quarter_gain(curve, iters)
+        minutes = (total.get("loop_s", 0) + total.get("eval_s", 0)) / 60
+        ips = total["iterations"] / total["loop_s"] if total.get("loop_s") else float("nan")
+        if st == "done":
+            value = f"**{r['metrics']['miou']:.2f}**"
+        else:
+            value = f"{r['reason'].split(':')[0]} at {r['iteration']}"
+            losses = r.get("loss", [])
+            ips = float("nan")
+            minutes = float("nan")
+            if losses:
+                value += f" (loss {losses[-1][1]:.2f})"
+        lines.append(
+            f"| {run['name']} | {run['model']} | {c['data']['crop_size'][0]}x{c['data']['crop_size'][1]} | "
+            f"{c['train']['batch_size']} | {c['train']['lr']:g} | {c['data']['ratio_range'][0]:g}-"
+            f"{c['data']['ratio_range'][1]:g} | {iters} | {value} | "
+            + " / ".join(f"{p['miou']:.1f}" for p in curve) + f" | {gain:+.2f} | {ips:.2f} | {minutes:.1f} |")
+    lines += ["", "Last-quarter gain: val mIoU at the end minus at 3/4 of the schedule (the plateau rule: < 1.0). "
+              "Minutes: the training loop and its evaluations, summed over the run's stages."]
+    lrs = chosen_lrs(spec)
+    if lrs:
+        grid = spec["lr_grid"]
+        lines += ["", "## The learning rate of each model", "", " ".join(str(spec.get("lr_rule", "")).split()), "",
+                  "| model | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |",
+                  "|---|" + "--:|" * len(grid) + "--:|"]
+        for model, entry in lrs.items():
+            cells = []
+            for lr in grid:
+                v = entry["runs"].get(lr)
+                cells.append("not run yet" if v is None else v if isinstance(v, str) else f"{v:.2f}")
+            chosen = "pending" if entry["chosen"] is None else f"**{entry['chosen']:g}**"
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {chosen} |")
+    choice = ["", "## The choice", "", " ".join(str(spec.get("choice", "(not made yet)")).split())]
+    notes = [f"- **{r['name']}**: {' '.join(str(r['note']).split())}" for r in runs if r.get("note")]
+    return "\n".join(lines + choice + ["", "## Why each run", ""] + notes) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", type=Path, default=SPEC, help="the search file (default: search2.yaml)")
     p.add_argument("--root", default="", help="CamVid folder (SegNet layout); default $LEMORE_DATA/CamVid")
-    p.add_argument("--only", nargs="+", default=None, help="run only these names of search.yaml")
+    p.add_argument("--only", nargs="+", default=None, help="run only these names of the search file")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    p.add_argument("--next-stage", action="store_true",
+                   help=f"train the next stage of the first unfinished run and exit ({EXIT_NOTHING_LEFT}: none left)")
+    p.add_argument("--stage-minutes", type=float, default=40.0, help="the longest stage, at the run's own speed")
     p.add_argument("--summary", action="store_true", help="only rewrite summary.md from the results")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    runs = load_spec()
+    spec = load_file(args.spec)
+    spec["_path"] = str(Path(args.spec).resolve())
+    runs = spec["runs"]
     if args.only:
         unknown = sorted(set(args.only) - {r["name"] for r in runs})
         if unknown:
-            p.error(f"unknown runs {unknown}; choose from {[r['name'] for r in runs]}")
+            p.error(f"unknown runs {unknown} in {args.spec}; choose from {[r['name'] for r in runs]}")
+    code = 0
     if not args.summary:
-        train_runs([r for r in runs if not args.only or r["name"] in args.only], args.root, args.threads)
+        chosen = [r for r in runs if not args.only or r["name"] in args.only]
+        code = train_runs(chosen, spec, args.root, args.threads, args.stage_minutes, args.next_stage)
     from lemore.profiling import write_text_atomic
 
-    write_text_atomic(RESULTS / "summary.md", summary(runs))
-    print(f"wrote {RESULTS / 'summary.md'}")
-    return 0
+    write_text_atomic(results_dir(spec) / "summary.md", summary(spec))
+    print(f"wrote {results_dir(spec) / 'summary.md'}")
+    return code
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def test_eval_split_test_from_safetensors_weights(camvid, tmp_path, capsys):
     """The held-out evaluation's command: committed-style weights (config in the metadata) on the test split."""
     from lemore.checkpoint import read_weights_config, save_weights
     from lemore.config import load
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     cfg = load(dataset="camvid", overrides={"model.name": "lemore", "data.crop_size": [64, 64],
                                             "data.root": "/somewhere/else"})
@@ -177,7 +177,7 @@ def test_eval_split_test_from_safetensors_weights(camvid, tmp_path, capsys):
 def test_eval_split_the_dataset_lacks(camvid, tmp_path, capsys):
     from lemore.checkpoint import save_weights
     from lemore.config import load
-    from lemore.engine.evaluate import build_model
+    from lemore.registry import build_model
 
     cfg = load(dataset="ade20k", overrides={"model.name": "lemore", "data.crop_size": [64, 64]})
     weights = save_weights(build_model(cfg).state_dict(), tmp_path / "ade.safetensors", config=cfg.to_dict())

@@ -25,6 +25,7 @@ from lemore.data.transforms import (
     eval_transform,
     imagenet_eval_transform,
     imagenet_train_transform,
+    mmseg_train_transform,
     rescale_size,
     train_transform,
 )
@@ -95,7 +96,7 @@ class _FlipImageOnly(v2.Transform):
 
 
 def test_alignment_check_catches_a_broken_pipeline():
-    broken = v2.Compose([*train_transform(ALIGN_CFG).transforms[:-1], _FlipImageOnly(), PadTo((64, 64))])
+    broken = v2.Compose([*mmseg_train_transform(ALIGN_CFG).transforms[:-1], _FlipImageOnly(), PadTo((64, 64))])
     scores = []
     for seed in range(10):
         torch.manual_seed(seed)

@@ -314,6 +314,28 @@ def test_results_carry_the_learning_curve_and_the_loop_time(tiny_cfg, tmp_path):
     assert t["iterations"] == 6 and t["resumed_at"] == 0 and t["evaluations"] == 3 and t["loop_s"] > 0
 
 
+def test_a_run_trained_in_stages_is_the_run_trained_at_once(tiny_cfg, tmp_path):
+    """stop_at cuts a run into stages (each a separate call, as a pipeline stage under a time limit would be): the
+    result is that of one call, bit for bit, and the timing sums every stage."""
+    cfg = tiny_cfg(**{"train.iters": 6, "train.eval_interval": 3, "train.ckpt_interval": 4})
+    once = T.train(cfg, run_dir=tmp_path / "once")
+    staged = tmp_path / "staged"
+    T.train(cfg, run_dir=staged, stop_at=2)  # ends between two checkpoints and before the first evaluation
+    assert load_checkpoint(staged / "last.pt")["iteration"] == 2 and not (staged / "metrics.json").exists()
+    T.train(cfg, run_dir=staged, stop_at=2)  # already there: nothing to do
+    T.train(cfg, run_dir=staged, stop_at=5)
+    T.train(cfg, run_dir=staged)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (once, staged))
+    assert a["metrics"] == b["metrics"] and a["curve"] == b["curve"] and _losses(once) == _losses(staged)
+    _assert_same_weights(once / "model.pt", staged / "model.pt")
+    assert b["timing"]["resumed_at"] == 5 and b["timing"]["iterations"] == 1
+    assert b["timing"]["total"]["iterations"] == 6 and b["timing"]["total"]["evaluations"] == 2
+    assert b["timing"]["total"]["loop_s"] > b["timing"]["loop_s"]
+    with pytest.raises(ValueError, match="stop_at=7 must be between 1 and train.iters=6"):
+        T.train(cfg, run_dir=tmp_path / "bad", stop_at=7)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_restart_finished_trains_again_but_an_unfinished_run_resumes(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg(**{"train.iters": 4, "train.ckpt_interval": 2})
     straight = T.train(cfg, run_dir=tmp_path / "straight")
@@ -339,20 +361,20 @@ def test_restart_finished_trains_again_but_an_unfinished_run_resumes(tiny_cfg, t
 
 
 def test_cpu_loader_workers_leave_the_cores_to_the_compute_threads(monkeypatch):
-    import lemore.profiling
+    import lemore.data.loader as L
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(lemore.profiling, "available_cores", lambda: 2)
+    monkeypatch.setattr(L, "available_cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert T.loader_workers(2, cpu) == 0  # 2 cores, 2 threads: the main process augments between the steps
+    assert L.loader_workers(2, cpu) == 0  # 2 cores, 2 threads: the main process augments between the steps
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert T.loader_workers(2, cpu) == 1  # 1 thread: one core left for a worker
+    assert L.loader_workers(2, cpu) == 1  # 1 thread: one core left for a worker
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert T.loader_workers(2, cpu) == 0  # more threads than cores: still none
+    assert L.loader_workers(2, cpu) == 0  # more threads than cores: still none
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert T.loader_workers(0, cpu) == 0  # never more than asked
-    assert T.loader_workers(2, cpu, cached=True) == 0  # evaluation of a split in memory: no worker start-up
-    assert T.loader_workers(8, cuda) == 8 and T.loader_workers(8, cuda, cached=True) == 8
-    monkeypatch.setattr(lemore.profiling, "available_cores", lambda: 16)
+    assert L.loader_workers(0, cpu) == 0  # never more than asked
+    assert L.loader_workers(2, cpu, cached=True) == 0  # evaluation of a split in memory: no worker start-up
+    assert L.loader_workers(8, cuda) == 8 and L.loader_workers(8, cuda, cached=True) == 8
+    monkeypatch.setattr(L, "available_cores", lambda: 16)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert T.loader_workers(4, cpu) == 4 and T.loader_workers(16, cpu) == 8
+    assert L.loader_workers(4, cpu) == 4 and L.loader_workers(16, cpu) == 8
