@@ -19,7 +19,10 @@ machine's setting):
   reads only the first ``--engine-val-images`` validation images: what cancels is not paid for twice over.
 * The two are interleaved per model (model only, engine a, engine a + m, model only) so that machine noise hits
   both; **ratio** = engine iterations/s / model-only iterations/s, with the faster of the two model-only
-  measurements (noise can only lower the ratio). The goal: >= 0.9 for every model. **Data wait**: the share of the
+  measurements around it (noise can only lower the ratio). ``--repeats N`` repeats the engine pair and the
+  model-only step after it N times (model only, a, a + m, model only, a, a + m, model only, ...) and reports the
+  repeat with the median ratio, every ratio kept in the JSON: this machine's speed drifts 10-30% between
+  measurements minutes apart, more than the gap the goal is about. The goal: >= 0.9 for every model. **Data wait**: the share of the
   loop spent in ``next(batches)`` (the runs' ``timing.data_wait_s``, differenced the same way): the iteration split
   into waiting for data and the rest.
 
@@ -92,7 +95,7 @@ def recipe_cfg(recipe: str, model: str, root: str, **overrides):
 
 
 def model_only(cfg, steps: int, threads: int) -> float:
-    """Mean seconds per training step of the model alone (see the module docstring)."""
+    """Median seconds per training step of the model alone (see the module docstring)."""
     from lemore.engine.train import build_optimizer, cpu_channels_last, criterion
     from lemore.registry import build_model
 
@@ -115,10 +118,12 @@ def model_only(cfg, steps: int, threads: int) -> float:
 
     for _ in range(3):
         step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    return (time.perf_counter() - t0) / steps
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)  # a step that the machine's noise hit does not move it
 
 
 @contextlib.contextmanager
@@ -213,7 +218,7 @@ def eval_share(cfg, n_images: int, threads: int, reps: int = 2) -> dict:
 
 def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int, first: int, target_s: float,
         eval_images: int, camvid_root: str, workdir: Path, overrides: dict[str, str] | None = None,
-        engine_val_images: int = 4) -> list[dict]:
+        engine_val_images: int = 4, repeats: int = 1) -> list[dict]:
     from tqdm import tqdm
 
     rows = []
@@ -223,19 +228,26 @@ def run(recipes: list[str], models: list[str], *, threads: int, model_steps: int
         # a fresh config per use: engine_wall sets the run length on the one it gets
         case_cfg = functools.partial(recipe_cfg, recipe, model, root, **(overrides or {}))
         cfg = case_cfg()
-        alone1 = model_only(cfg, model_steps, threads)
-        m = int(min(200, max(10, round(target_s / alone1))))
+        alones, walls, waits, ratios = [model_only(cfg, model_steps, threads)], [], [], []
+        m = int(min(200, max(10, round(target_s / alones[0]))))
         with shared_splits(engine_val_images, warm=cfg.data):
-            wall_a, wait_a = engine_wall(case_cfg(), first, workdir, threads)
-            wall_b, wait_b = engine_wall(case_cfg(), first + m, workdir, threads)
-        alone2 = model_only(cfg, model_steps, threads)
-        alone = min(alone1, alone2)  # the faster of the two: machine noise can only flatter the engine's ratio less
-        engine = (wall_b - wall_a) / m
+            for _ in range(repeats):  # model only, engine a, engine a + m, model only, ...: each repeat its ratio
+                wall_a, wait_a = engine_wall(case_cfg(), first, workdir, threads)
+                wall_b, wait_b = engine_wall(case_cfg(), first + m, workdir, threads)
+                alones.append(model_only(cfg, model_steps, threads))
+                walls.append([wall_a, wall_b])
+                waits.append((wait_b - wait_a) / (wall_b - wall_a))
+                # the faster of the two model-only measurements around it: noise can only flatter the engine less
+                ratios.append(min(alones[-2:]) / ((wall_b - wall_a) / m))
+        k = sorted(range(repeats), key=lambda i: ratios[i])[(repeats - 1) // 2]  # the repeat with the median ratio
+        alone = min(alones[k:k + 2])
+        engine = (walls[k][1] - walls[k][0]) / m
         ev = eval_share(cfg, eval_images, threads)
         rows.append({"recipe": recipe, "model": model, "batch": cfg.train.batch_size, "crop": list(cfg.data.crop_size),
-                     "num_workers": cfg.data.num_workers, "model_only_s": alone, "model_only_runs_s": [alone1, alone2],
-                     "engine_s": engine, "engine_iters": [first, first + m], "engine_wall_s": [wall_a, wall_b],
-                     "data_wait_share": (wait_b - wait_a) / (wall_b - wall_a), "ratio": alone / engine, "eval": ev})
+                     "num_workers": cfg.data.num_workers, "model_only_s": alone, "model_only_runs_s": alones,
+                     "engine_s": engine, "engine_iters": [first, first + m], "engine_wall_s": walls[k],
+                     "engine_walls_s": walls, "ratios": ratios, "data_wait_share": waits[k], "ratio": ratios[k],
+                     "eval": ev})
         tqdm.write(f"{recipe:9s} {model:34s} model {1 / alone:6.2f} it/s  engine {1 / engine:6.2f} it/s  "
                    f"ratio {alone / engine:.3f}  data wait {rows[-1]['data_wait_share']:.1%}  "
                    f"eval outside model {ev['outside_model']:.1%}")
@@ -369,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=int, default=6, help="iterations of the shorter engine run")
     p.add_argument("--target-seconds", type=float, default=15.0,
                    help="the longer run adds about this many seconds of iterations (10 to 200 iterations)")
+    p.add_argument("--repeats", type=int, default=1, help="engine / model-only pairs per case; the median ratio "
+                   "is reported (this machine's speed drifts 10-30%% between measurements minutes apart)")
     p.add_argument("--eval-images", type=int, default=20, help="validation images of the evaluation column")
     p.add_argument("--engine-val-images", type=int, default=4,
                    help="validation images of the engine runs' final evaluation (it cancels in the difference)")
@@ -376,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                    "stand-in of the same layout and sizes in a temporary folder")
     p.add_argument("--out-dir", default=str(ROOT / "results" / "benchmarks"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="config overrides of the engine runs, e.g. train.channels_last=false (a setting to compare)")
+                   help="config overrides of every run of a case (model only and engine), e.g. "
+                        "data.crop_size=[240,320] or train.channels_last=false")
     p.add_argument("--workers-ab", action="store_true", help="0 against 1 loader worker feeding the model-only step, "
                    "alternated in one process (results/benchmarks/loader_workers_ab.{json,md})")
     p.add_argument("--ab-steps", type=int, default=30, help="timed iterations per --workers-ab block")
@@ -410,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             camvid_root = str(camvid_standin(Path(tmp) / "CamVid"))
         rows = run(args.recipes, models, threads=args.threads, model_steps=args.model_steps, first=args.first,
                    target_s=args.target_seconds, eval_images=args.eval_images, camvid_root=camvid_root,
-                   workdir=Path(tmp), overrides=overrides, engine_val_images=args.engine_val_images)
+                   workdir=Path(tmp), overrides=overrides, engine_val_images=args.engine_val_images,
+                   repeats=args.repeats)
     ratios = [r["ratio"] for r in rows]
     result = {"rows": rows, "min_ratio": min(ratios), "median_ratio": statistics.median(ratios),
               "protocol": {

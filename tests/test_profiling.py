@@ -5,6 +5,7 @@ shipped copies of its tables (lemore/paper/*.csv); the few quoted in the text ar
 source.
 """
 
+import importlib
 import json
 from pathlib import Path
 
@@ -226,10 +227,11 @@ def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     assert len(CamVid(root, "train")) == 8 and CamVid(root, "val")[0][0].shape == (3, 360, 480)
     assert bench.main(["--recipes", "camvid", "--models", "topformer_t", "--threads", "1", "--model-steps", "1",
                        "--first", "1", "--target-seconds", "0", "--eval-images", "1", "--camvid-root", str(root),
-                       "--out-dir", str(tmp_path / "out")]) == 0
+                       "--repeats", "2", "--out-dir", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "engine_throughput.json").read_text())
     (row,) = result["rows"]
     assert row["model"] == "topformer_t" and row["engine_iters"] == [1, 11] and row["ratio"] > 0
+    assert len(row["ratios"]) == 2 and row["ratio"] in row["ratios"] and len(row["model_only_runs_s"]) == 3
     assert 0 <= row["eval"]["outside_model"] < 1 and result["protocol"]["cpu"]
     assert "| camvid | topformer_t |" in (tmp_path / "out" / "engine_throughput.md").read_text()
     # --eval-only measures the evaluation column again and keeps the engine's
@@ -251,3 +253,26 @@ def test_engine_throughput_benchmark_runs_end_to_end(tmp_path):
     assert "| camvid | topformer_t |" in (tmp_path / "out" / "loader_workers_ab.md").read_text()
     with pytest.raises(SystemExit):
         bench.main(["--set", "data.num_workers", "--out-dir", str(tmp_path / "bad")])
+
+
+def test_train_loader_benchmark_runs_end_to_end(tmp_path, monkeypatch):
+    """benchmarks/train_loader.py at its smallest, on a CamVid stand-in: both pipelines give the same batches (it
+    checks before timing) and both parts of the report are written, naming the machine."""
+    import importlib.util
+    import json
+
+    bench_dir = ROOT / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("train_loader", bench_dir / "train_loader.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    standin = importlib.import_module("engine_throughput").camvid_standin(tmp_path / "CamVid", n_train=8, n_val=2)
+    assert bench.main(["--recipes", "camvid", "--models", "lemore_t", "--crop", "64x64", "--threads", "1",
+                       "--batches", "1", "--blocks", "1", "--rounds", "1", "--steps", "1",
+                       "--camvid-root", str(standin), "--out-dir", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "train_loader.json").read_text())
+    (loader,), (alloc,) = result["loader"], result["allocator"]
+    assert loader["recipe"] == "camvid" and loader["ms_two_stages"] > 0 and loader["ms_one_at_a_time"] > 0
+    assert alloc["model"] == "lemore_t" and alloc["ms_default"] > 0 and alloc["ms_keep_freed_memory"] > 0
+    text = (tmp_path / "out" / "train_loader.md").read_text()
+    assert "| camvid | 192x192 |" in text and "| lemore_t | 64x64 |" in text and result["protocol"]["cpu"]
