@@ -94,10 +94,11 @@ NOT_RUN = {
     "python benchmarks/data_pipeline.py": "rewrites results/benchmarks/data_pipeline.* (it takes no "
                                           "arguments)",
     "python benchmarks/train_throughput.py": "minutes; rewrites results/benchmarks/ (channels_last_cpu.*)",
+    "python benchmarks/train_loader.py": "about 5 minutes on 2 cores; rewrites results/benchmarks/train_loader.*",
     "python benchmarks/synthetic_cpu.py": "trains for 20 minutes and more",
     "python benchmarks/reproducibility.py": "retrains the demo's models: about 45 minutes",
-    "python studies/camvid/search.py": "trains on CamVid for hours, or (--summary) rewrites "
-                                       "results/camvid/search/summary.md",
+    "python studies/camvid/search.py": "trains on CamVid for hours, or (--summary) rewrites a search's "
+                                       "summary.md under results/camvid/",
 }
 
 #: ``python -m PACKAGE`` whose ``__main__`` hands over to another module's ``main``, which parses the
