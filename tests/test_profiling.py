@@ -276,3 +276,44 @@ def test_train_loader_benchmark_runs_end_to_end(tmp_path, monkeypatch):
     assert alloc["model"] == "lemore_t" and alloc["ms_default"] > 0 and alloc["ms_keep_freed_memory"] > 0
     text = (tmp_path / "out" / "train_loader.md").read_text()
     assert "| camvid | 192x192 |" in text and "| lemore_t | 64x64 |" in text and result["protocol"]["cpu"]
+
+
+def _load_parallel_runs(monkeypatch):
+    import importlib.util
+
+    bench_dir = ROOT / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("parallel_runs", bench_dir / "parallel_runs.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_parallel_runs_benchmark_runs_end_to_end(tmp_path, monkeypatch):
+    """benchmarks/parallel_runs.py at its smallest: a model alone at 2 threads and two copies side by side at 1
+    thread each, in real processes; the gain is what the steps give and the report names the machine."""
+    import json
+
+    bench = _load_parallel_runs(monkeypatch)
+    assert bench.main(["--models", "lemore_t", "--pairs", "--crop", "64x64", "--threads", "2", "--seconds", "0.2",
+                       "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "parallel_runs.json").read_text())
+    (row,) = result["rows"]
+    assert row["models"] == ["lemore_t", "lemore_t"] and len(row["ms_side_by_side"]) == 2
+    alone = row["rounds_ms"]["alone"]["lemore_t"][0]
+    side = [r[0] for r in row["rounds_ms"]["side_by_side"]]
+    assert row["gain"] == round(sum(alone / s for s in side), 2) > 0
+    text = (tmp_path / "parallel_runs.md").read_text()
+    assert "| lemore_t + lemore_t |" in text and result["protocol"]["cpu"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pairs", "lemore"], "expected A:B"),
+    (["--models", "lemora"], "'lemora' is not registered"),
+    (["--threads", "1"], "at least 2"),
+])
+def test_parallel_runs_rejects_bad_cases(args, message, tmp_path, monkeypatch, capsys):
+    bench = _load_parallel_runs(monkeypatch)
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--out-dir", str(tmp_path)])
+    assert message in capsys.readouterr().err and not list(tmp_path.iterdir())
