@@ -114,4 +114,26 @@ def test_summary_marks_runs_without_results(search, monkeypatch, tmp_path):
 
 
 def test_stages_end_at_the_check_then_within_the_time(search, tmp_path):
-    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 750  # nothing trained yet: to the divergence check
+    import json
+
+    import torch
+
+    # nothing trained yet, the speed unknown: the first stage ends at the evaluation halfway to the check
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 375
+
+    def trained(iteration: int, iter_per_s: float) -> None:
+        torch.save({"iteration": iteration}, tmp_path / "last.pt")
+        (tmp_path / "metrics.jsonl").write_text(json.dumps({"train/iter_per_s": iter_per_s}) + "\n")
+
+    trained(375, 0.3)  # 40 minutes at 0.3 it/s reach 648 iterations: to 750, the check, not beyond it
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 750
+    trained(375, 2.0)
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 750
+    trained(375, 0.1)  # 216 iterations in 40 minutes: one evaluation interval, the least a stage trains
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 750
+    trained(750, 0.3)  # past the check: as far as 40 minutes reach, on an evaluation
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 1125
+    trained(750, 2.0)  # 4320 iterations in 40 minutes: to the end
+    assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 3000
+    trained(0, 1.0)  # a run with a speed but no checkpoint yet (killed before its first): reach-limited, <= check
+    assert search.next_stop(tmp_path, 3000, 750, 375, 5) == 375

@@ -12,10 +12,11 @@ with its results in ``<results>/<name>.json``: the final val metrics, the evalua
 learning curve), the time of every stage and the config, and where the code stood (``search.commit``). Only the
 training and validation splits are read.
 
-**Stages.** A run is trained in stages that each end at a checkpoint: the first at iteration ``check_at`` (where the
-divergence rule below is read), the next ones as long as ``--stage-minutes`` allows at the speed the run has shown
-(rounded down to the evaluation interval). ``--next-stage`` trains one stage and exits (status 0; 3 when nothing is
-left), so that a shell loop can commit each finished run as it ends and no process runs longer than a stage.
+**Stages.** A run is trained in stages that each end at a checkpoint, on an evaluation: the first halfway to
+iteration ``check_at`` (the run's speed is not known yet), then as long as ``--stage-minutes`` allows at the speed the
+run has shown, never past ``check_at`` (where the divergence rule below is read) before the run has reached it.
+``--next-stage`` trains one stage and exits (status 0; 3 when nothing is left), so that a shell loop can commit each
+finished run as it ends and no process runs longer than a stage.
 
 **Diverged.** At ``check_at`` iterations, a run whose mean training loss over the last ``check_window`` iterations is
 higher than over the ``check_window`` before them (the loss climbing for hundreds of iterations) is stopped and
@@ -131,23 +132,28 @@ def climbing(losses: list[tuple[int, float]], at: int, window: int) -> tuple[boo
 
 
 def next_stop(run_dir: Path, iters: int, check_at: int, eval_interval: int, stage_minutes: float) -> int:
-    """Where the next stage of a run ends: ``check_at`` first, then as far as ``stage_minutes`` reach at the run's
-    own speed so far (its logged iterations per second), on a multiple of the evaluation interval."""
+    """Where the next stage of a run ends, on a multiple of the evaluation interval: as far as ``stage_minutes``
+    reach at the run's own speed so far (its logged iterations per second), never past ``check_at`` before the run
+    has reached it (the divergence check ends a stage). A run not started yet has no speed: its first stage ends at
+    the evaluation halfway to the check, so that a slow model's first process stays short as well."""
     from lemore.checkpoint import load_checkpoint
 
     last = run_dir / "last.pt"
     done = int(load_checkpoint(last)["iteration"]) if last.is_file() else 0
-    if done < check_at < iters:
-        return check_at
     speeds = []
     jsonl = run_dir / "metrics.jsonl"
     if jsonl.is_file():
         speeds = [json.loads(line).get("train/iter_per_s") for line in jsonl.read_text().splitlines()]
         speeds = [s for s in speeds if s]
+    if not speeds and done < check_at < iters:
+        first = check_at // 2 // eval_interval * eval_interval
+        return first if first > done else check_at
     ips = sorted(speeds)[len(speeds) // 2] if speeds else 1.0
     reach = int(stage_minutes * 60 * ips * 0.9)  # 10% for evaluations and start-up
-    stop = (done + max(reach, eval_interval)) // eval_interval * eval_interval
-    return iters if stop >= iters else max(stop, done + eval_interval)
+    stop = max((done + max(reach, eval_interval)) // eval_interval * eval_interval, done + eval_interval)
+    if done < check_at < iters:
+        stop = min(stop, check_at)
+    return iters if stop >= iters else stop
 
 
 def code_state() -> dict:
