@@ -96,8 +96,8 @@ def case_row(models: list[str], crop: str, threads: int, seconds: float, rounds:
     alone: dict[str, list[float]] = {m: [] for m in models}
     side: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
-        for m in alone:
-            alone[m].append(run_together([m], crop, threads, seconds)[0]["ms"])
+        for m, times in alone.items():
+            times.append(run_together([m], crop, threads, seconds)[0]["ms"])
         for i, r in enumerate(run_together(models, crop, 1, seconds)):
             side[i].append(r["ms"])
     ms_alone = {m: statistics.median(v) for m, v in alone.items()}
@@ -114,18 +114,18 @@ def case_row(models: list[str], crop: str, threads: int, seconds: float, rounds:
 def markdown(result: dict) -> str:
     p = result["protocol"]
     lines = ["# Training runs side by side", "",
-             f"`{p['command']}` on {p['cpu']} ({p['cores']} cores), torch {p['torch']}: the model-only training step "
-             f"(batch 8, {p['crop']}), alone at {p['threads']} threads against side by side at 1 thread per process; "
-             "the module docstring of benchmarks/parallel_runs.py gives the protocol.", "",
+             (f"`{p['command']}` on {p['cpu']} ({p['cores']} cores), torch {p['torch']}: the model-only training step "
+              f"(batch 8, {p['crop']}), alone at {p['threads']} threads against side by side at 1 thread per process; "
+              "the module docstring of benchmarks/parallel_runs.py gives the protocol."), "",
              f"| case | ms per step alone ({p['threads']} threads) | ms per step side by side (1 thread each) | gain |",
              "|---|--:|--:|--:|"]
     for r in result["rows"]:
         alone = " / ".join(f"{r['ms_alone'][m]:.0f}" for m in dict.fromkeys(r["models"]))
         side = " / ".join(f"{v:.0f}" for v in r["ms_side_by_side"])
         lines.append(f"| {r['case']} | {alone} | {side} | **{r['gain']:.2f}x** |")
-    lines += ["", "Gain: the work per wall-clock second side by side relative to the same runs one after the other "
-              f"alone ({p['rounds']} round(s) alternated, each process the median of its steps over {p['seconds']:g} "
-              "s after 2 warm-up steps and a barrier).", ""]
+    lines += ["", ("Gain: the work per wall-clock second side by side relative to the same runs one after the other "
+                   f"alone ({p['rounds']} round(s) alternated, each process the median of its steps over "
+                   f"{p['seconds']:g} s after 2 warm-up steps and a barrier)."), ""]
     return "\n".join(lines)
 
 

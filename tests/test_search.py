@@ -114,8 +114,6 @@ def test_summary_marks_runs_without_results(search, monkeypatch, tmp_path):
 
 
 def test_stages_end_at_the_check_then_within_the_time(search, tmp_path):
-    import json
-
     import torch
 
     # nothing trained yet, the speed unknown: the first stage ends at the evaluation halfway to the check
@@ -137,3 +135,43 @@ def test_stages_end_at_the_check_then_within_the_time(search, tmp_path):
     assert search.next_stop(tmp_path, 3000, 750, 375, 40) == 3000
     trained(0, 1.0)  # a run with a speed but no checkpoint yet (killed before its first): reach-limited, <= check
     assert search.next_stop(tmp_path, 3000, 750, 375, 5) == 375
+
+
+def test_jobs_train_runs_side_by_side_one_stage_per_process(search, monkeypatch, tmp_path):
+    """--jobs 2: every unfinished run trained by stage processes of search.py (--next-stage --only NAME) at
+    --threads / jobs threads, in the order of --only; a finished run is skipped; a failing stage stops the jobs."""
+    import threading
+
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    spec = {"runs": [{"name": n, "model": "lemore"} for n in ("a", "b", "c", "d")], "results": "r", "base": {},
+            "_path": str(tmp_path / "s.yaml")}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "d.json").write_text("{}")  # finished before: not trained again
+    calls, lock = [], threading.Lock()
+
+    def fake_run(cmd, stdout, stderr, cwd, check, env):
+        name = cmd[cmd.index("--only") + 1]
+        with lock:
+            calls.append((name, cmd[cmd.index("--threads") + 1], env["OMP_NUM_THREADS"], "--next-stage" in cmd))
+            stages = sum(c[0] == name for c in calls)
+        if stages == 2:  # each run takes two stages
+            (tmp_path / "r" / f"{name}.json").write_text(json.dumps({}))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(search.subprocess, "run", fake_run)
+    order = [spec["runs"][i] for i in (2, 0, 1, 3)]
+    assert search.side_by_side(order, spec, "", 1, 40.0, 2) == 0
+    assert sorted(c[0] for c in calls) == ["a", "a", "b", "b", "c", "c"]
+    assert all(c[1:] == ("1", "1", True) for c in calls) and calls[0][0] in "ca"
+    assert (tmp_path / "runs" / "camvid_r" / "c" / "stages.log").is_file()
+
+    for name in "abc":
+        (tmp_path / "r" / f"{name}.json").unlink()
+    monkeypatch.setattr(search.subprocess, "run", lambda *a, **k: type("Failed", (), {"returncode": 1})())
+    assert search.side_by_side(spec["runs"], spec, "", 1, 40.0, 2) == 1
+
+
+def test_jobs_with_next_stage_is_refused(search, capsys):
+    with pytest.raises(SystemExit):
+        search.main(["--jobs", "2", "--next-stage"])
+    assert "--jobs 2" in capsys.readouterr().err

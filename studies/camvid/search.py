@@ -3,6 +3,7 @@
     python studies/camvid/search.py                                   # search 2 (search2.yaml): every run without results
     python studies/camvid/search.py --next-stage                      # only the next stage of the first unfinished run
     python studies/camvid/search.py --only NAME                       # one run
+    python studies/camvid/search.py --jobs 2 --only A B C             # two at a time side by side, 1 thread each
     python studies/camvid/search.py --summary                         # rewrite summary.md from the results only
     python studies/camvid/search.py --spec studies/camvid/search.yaml --summary     # the first search
 
@@ -17,6 +18,11 @@ iteration ``check_at`` (the run's speed is not known yet), then as long as ``--s
 run has shown, never past ``check_at`` (where the divergence rule below is read) before the run has reached it.
 ``--next-stage`` trains one stage and exits (status 0; 3 when nothing is left), so that a shell loop can commit each
 finished run as it ends and no process runs longer than a stage.
+
+**Side by side.** ``--jobs N`` trains N runs at a time, each stage a process of this script (``--next-stage --only
+NAME``) with ``--threads / N`` threads, each job taking the next unfinished run in the order of ``--only`` (else the
+file's) when its run ends; each run's stage output goes to ``stages.log`` in its run folder. On 2 cores two small
+networks at 1 thread each train more per wall-clock second than one at 2 threads (``benchmarks/parallel_runs.py``).
 
 **Diverged.** At ``check_at`` iterations, a run whose mean training loss over the last ``check_window`` iterations is
 higher than over the ``check_window`` before them (the loss climbing for hundreds of iterations) is stopped and
@@ -153,7 +159,7 @@ def next_stop(run_dir: Path, iters: int, check_at: int, eval_interval: int, stag
     stop = max((done + max(reach, eval_interval)) // eval_interval * eval_interval, done + eval_interval)
     if done < check_at < iters:
         stop = min(stop, check_at)
-    return iters if stop >= iters else stop
+    return min(iters, stop)
 
 
 def code_state() -> dict:
@@ -220,6 +226,50 @@ def train_runs(runs: list[dict], spec: dict, root: str, threads: int, stage_minu
         if one_stage:
             return 0
     return EXIT_NOTHING_LEFT if one_stage else 0
+
+
+def side_by_side(runs: list[dict], spec: dict, root: str, threads: int, stage_minutes: float, jobs: int) -> int:
+    """Train the unfinished ``runs`` ``jobs`` at a time (see the module docstring); 1 if a stage failed."""
+    import queue
+    import threading
+
+    todo: queue.Queue = queue.Queue()
+    for run in runs:
+        if state(run, spec) == "todo":
+            todo.put(run)
+    failed: list[str] = []
+
+    def job(k: int) -> None:
+        while not failed:
+            try:
+                run = todo.get_nowait()
+            except queue.Empty:
+                return
+            log = runs_dir(spec) / run["name"] / "stages.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--spec", spec["_path"], "--root", root,
+                   "--next-stage", "--only", run["name"], "--threads", str(threads),
+                   "--stage-minutes", str(stage_minutes)]
+            while state(run, spec) == "todo":
+                print(f"[job {k}] {run['name']}: next stage (log: {log.relative_to(ROOT)})", flush=True)
+                with open(log, "a") as out:
+                    rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False,
+                                        env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
+                if rc == EXIT_NOTHING_LEFT:
+                    break
+                if rc:
+                    failed.append(f"{run['name']} (exit {rc}; {log})")
+                    return
+            print(f"[job {k}] {run['name']}: {state(run, spec)}", flush=True)
+
+    workers = [threading.Thread(target=job, args=(k,)) for k in range(jobs)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------------------ summary
@@ -337,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--next-stage", action="store_true",
                    help=f"train the next stage of the first unfinished run and exit ({EXIT_NOTHING_LEFT}: none left)")
     p.add_argument("--stage-minutes", type=float, default=40.0, help="the longest stage, at the run's own speed")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, each stage a process with --threads / jobs threads")
     p.add_argument("--summary", action="store_true", help="only rewrite summary.md from the results")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -347,10 +399,17 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - {r["name"] for r in runs})
         if unknown:
             p.error(f"unknown runs {unknown} in {args.spec}; choose from {[r['name'] for r in runs]}")
+    if args.jobs < 1 or (args.jobs > 1 and args.next_stage):
+        p.error(f"--jobs {args.jobs}: use 1 or more, and not with --next-stage (each job runs stages itself)")
     code = 0
     if not args.summary:
-        chosen = [r for r in runs if not args.only or r["name"] in args.only]
-        code = train_runs(chosen, spec, args.root, args.threads, args.stage_minutes, args.next_stage)
+        by_name = {r["name"]: r for r in runs}
+        chosen = [by_name[n] for n in dict.fromkeys(args.only)] if args.only else runs
+        if args.jobs > 1:
+            code = side_by_side(chosen, spec, args.root, max(1, args.threads // args.jobs), args.stage_minutes,
+                                args.jobs)
+        else:
+            code = train_runs(chosen, spec, args.root, args.threads, args.stage_minutes, args.next_stage)
     from lemore.profiling import write_text_atomic
 
     write_text_atomic(results_dir(spec) / "summary.md", summary(spec))
