@@ -175,3 +175,31 @@ def test_jobs_with_next_stage_is_refused(search, capsys):
     with pytest.raises(SystemExit):
         search.main(["--jobs", "2", "--next-stage"])
     assert "--jobs 2" in capsys.readouterr().err
+
+
+def test_jobs_keep_the_apart_models_apart(search, monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    runs = [{"name": "s1", "model": "slow"}, {"name": "s2", "model": "slow"}, {"name": "f1", "model": "fast"},
+            {"name": "f2", "model": "fast"}]
+    spec = {"runs": runs, "results": "r", "base": {}, "_path": str(tmp_path / "s.yaml")}
+    (tmp_path / "r").mkdir()
+    active, seen, lock = set(), [], threading.Lock()
+
+    def fake_run(cmd, stdout, stderr, cwd, check, env):
+        name = cmd[cmd.index("--only") + 1]
+        with lock:
+            active.add(name)
+            seen.append(sorted(active))
+        time.sleep(0.2)
+        with lock:
+            active.discard(name)
+        (tmp_path / "r" / f"{name}.json").write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(search.subprocess, "run", fake_run)
+    assert search.side_by_side(runs, spec, "", 1, 40.0, 2, apart=("slow",)) == 0
+    assert all(not {"s1", "s2"} <= set(names) for names in seen)  # never the two slow runs at once
+    assert all((tmp_path / "r" / f"{r['name']}.json").is_file() for r in runs)

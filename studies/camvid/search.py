@@ -21,8 +21,10 @@ finished run as it ends and no process runs longer than a stage.
 
 **Side by side.** ``--jobs N`` trains N runs at a time, each stage a process of this script (``--next-stage --only
 NAME``) with ``--threads / N`` threads, each job taking the next unfinished run in the order of ``--only`` (else the
-file's) when its run ends; each run's stage output goes to ``stages.log`` in its run folder. On 2 cores two small
-networks at 1 thread each train more per wall-clock second than one at 2 threads (``benchmarks/parallel_runs.py``).
+file's) when its run ends; runs of the models named by ``--apart`` never run beside each other (a network that uses
+both threads well gains little beside itself). Each run's stage output goes to ``stages.log`` in its run folder. On
+2 cores two small networks at 1 thread each train more per wall-clock second than one at 2 threads
+(``benchmarks/parallel_runs.py``).
 
 **Diverged.** At ``check_at`` iterations, a run whose mean training loss over the last ``check_window`` iterations is
 higher than over the ``check_window`` before them (the loss climbing for hundreds of iterations) is stopped and
@@ -228,23 +230,35 @@ def train_runs(runs: list[dict], spec: dict, root: str, threads: int, stage_minu
     return EXIT_NOTHING_LEFT if one_stage else 0
 
 
-def side_by_side(runs: list[dict], spec: dict, root: str, threads: int, stage_minutes: float, jobs: int) -> int:
-    """Train the unfinished ``runs`` ``jobs`` at a time (see the module docstring); 1 if a stage failed."""
-    import queue
+def side_by_side(runs: list[dict], spec: dict, root: str, threads: int, stage_minutes: float, jobs: int,
+                 apart: tuple[str, ...] = ()) -> int:
+    """Train the unfinished ``runs`` ``jobs`` at a time (see the module docstring); 1 if a stage failed. Runs of
+    the models in ``apart`` never run beside each other (one waits, and its job takes the next other run)."""
     import threading
+    import time
 
-    todo: queue.Queue = queue.Queue()
-    for run in runs:
-        if state(run, spec) == "todo":
-            todo.put(run)
+    todo = [run for run in runs if state(run, spec) == "todo"]
+    busy: set[str] = set()  # the names of the runs being trained
+    take = threading.Lock()
     failed: list[str] = []
+
+    def next_run() -> dict | None:  # under `take`
+        apart_busy = any(r["model"] in apart for r in runs if r["name"] in busy)
+        for i, run in enumerate(todo):
+            if not (apart_busy and run["model"] in apart):
+                busy.add(run["name"])
+                return todo.pop(i)
+        return None
 
     def job(k: int) -> None:
         while not failed:
-            try:
-                run = todo.get_nowait()
-            except queue.Empty:
-                return
+            with take:
+                if not todo:
+                    return
+                run = next_run()
+            if run is None:  # only runs kept apart from one being trained are left
+                time.sleep(5.0)
+                continue
             log = runs_dir(spec) / run["name"] / "stages.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--spec", spec["_path"], "--root", root,
@@ -261,6 +275,8 @@ def side_by_side(runs: list[dict], spec: dict, root: str, threads: int, stage_mi
                     failed.append(f"{run['name']} (exit {rc}; {log})")
                     return
             print(f"[job {k}] {run['name']}: {state(run, spec)}", flush=True)
+            with take:
+                busy.discard(run["name"])
 
     workers = [threading.Thread(target=job, args=(k,)) for k in range(jobs)]
     for w in workers:
@@ -389,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-minutes", type=float, default=40.0, help="the longest stage, at the run's own speed")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs side by side, each stage a process with --threads / jobs threads")
+    p.add_argument("--apart", nargs="+", default=[], metavar="MODEL",
+                   help="with --jobs: runs of these models never side by side (e.g. segformer_b0)")
     p.add_argument("--summary", action="store_true", help="only rewrite summary.md from the results")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -407,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [by_name[n] for n in dict.fromkeys(args.only)] if args.only else runs
         if args.jobs > 1:
             code = side_by_side(chosen, spec, args.root, max(1, args.threads // args.jobs), args.stage_minutes,
-                                args.jobs)
+                                args.jobs, tuple(args.apart))
         else:
             code = train_runs(chosen, spec, args.root, args.threads, args.stage_minutes, args.next_stage)
     from lemore.profiling import write_text_atomic
