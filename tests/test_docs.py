@@ -97,6 +97,7 @@ NOT_RUN = {
     "python benchmarks/train_loader.py": "about 5 minutes on 2 cores; rewrites results/benchmarks/train_loader.*",
     "python benchmarks/synthetic_cpu.py": "trains for 20 minutes and more",
     "python benchmarks/reproducibility.py": "retrains the demo's models: about 45 minutes",
+    "python benchmarks/parallel_runs.py": "about 5 minutes on 2 cores; rewrites results/benchmarks/parallel_runs.*",
     "python tools/dvc_jobs.py": "trains the CamVid study's stages: hours (tests/test_dvc_jobs.py runs it on a small "
                                 "pipeline)",
     "python studies/camvid/search.py": "trains on CamVid for hours, or (--summary) rewrites a search's "

@@ -12,8 +12,8 @@ name, e.g. ``'finetune@*'``; default: every stage), ``--jobs`` at a time:
   have; DVC is called by one job at a time, so its repository lock is never contended;
 * stages are taken in the order of the first pattern each matches, then in the file's order (``'finetune@seg*'
   'finetune@*'`` puts SegFormer's first); a job takes the next stage when its own ends; stages matching
-  ``--apart PATTERN`` never run beside each other (a network that uses both threads well gains little beside
-  itself: such a stage waits for its kind, and the job takes the next other stage meanwhile);
+  ``--apart PATTERN`` never run beside each other (to pair a long stage with short ones: such a stage waits
+  for its kind, and the job takes the next other stage meanwhile);
 * a stage that depends on the output of another stage that is not current (and not run here before it) is refused
   before anything runs: run that one first.
 

@@ -21,8 +21,8 @@ finished run as it ends and no process runs longer than a stage.
 
 **Side by side.** ``--jobs N`` trains N runs at a time, each stage a process of this script (``--next-stage --only
 NAME``) with ``--threads / N`` threads, each job taking the next unfinished run in the order of ``--only`` (else the
-file's) when its run ends; runs of the models named by ``--apart`` never run beside each other (a network that uses
-both threads well gains little beside itself). Each run's stage output goes to ``stages.log`` in its run folder. On
+file's) when its run ends; runs of the models named by ``--apart`` never run beside each other (to pair a long run
+with short ones). Each run's stage output goes to ``stages.log`` in its run folder. On
 2 cores two small networks at 1 thread each train more per wall-clock second than one at 2 threads
 (``benchmarks/parallel_runs.py``).
 
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs side by side, each stage a process with --threads / jobs threads")
     p.add_argument("--apart", nargs="+", default=[], metavar="MODEL",
-                   help="with --jobs: runs of these models never side by side (e.g. segformer_b0)")
+                   help="with --jobs: runs of these models never side by side (to pair a long run with short ones)")
     p.add_argument("--summary", action="store_true", help="only rewrite summary.md from the results")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
