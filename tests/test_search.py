@@ -203,3 +203,22 @@ def test_jobs_keep_the_apart_models_apart(search, monkeypatch, tmp_path):
     assert search.side_by_side(runs, spec, "", 1, 40.0, 2, apart=("slow",)) == 0
     assert all(not {"s1", "s2"} <= set(names) for names in seen)  # never the two slow runs at once
     assert all((tmp_path / "r" / f"{r['name']}.json").is_file() for r in runs)
+
+
+def test_each_stage_records_its_machine(search, tmp_path, monkeypatch):
+    """A run's stages note their CPU in the run folder; the results keep each machine once, in order of first use,
+    and the summary names the EPYC generation (minutes compare only within one CPU)."""
+    import lemore.profiling
+
+    names = iter(["AMD EPYC (family 25, model 1, Zen 3, Milan, avx2+fma)"] * 2
+                 + ["AMD EPYC (family 25, model 17, Zen 4, Genoa, avx512f+fma)"])
+    monkeypatch.setattr(lemore.profiling, "cpu_model_name", lambda: next(names))
+    assert search.stage_machines(tmp_path / "run") == []
+    for _ in range(3):
+        search.note_machine(tmp_path / "run")
+    machines = search.stage_machines(tmp_path / "run")
+    assert machines == ["AMD EPYC (family 25, model 1, Zen 3, Milan, avx2+fma)",
+                        "AMD EPYC (family 25, model 17, Zen 4, Genoa, avx512f+fma)"]
+    assert search.cpu_label(machines) == "Zen 3, Zen 4"
+    assert search.cpu_label(["Intel Xeon"]) == "Intel Xeon"
+    assert search.cpu_label(None) == "not recorded"

@@ -44,6 +44,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,24 @@ def code_state() -> dict:
         return {"commit": None, "lemore_modified": None}
 
 
+def note_machine(run_dir: Path) -> None:
+    """Append the CPU this stage trains on to ``machines.txt`` in the run folder (a run's stages may be trained on
+    different machines, e.g. when a session ends mid-run and the next one resumes elsewhere)."""
+    from lemore.profiling import cpu_model_name
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "machines.txt", "a") as f:
+        f.write(cpu_model_name() + "\n")
+
+
+def stage_machines(run_dir: Path) -> list[str]:
+    """The CPUs that trained the run's stages, in order of first use ([] where none was noted: runs trained before
+    the machine was recorded)."""
+    path = run_dir / "machines.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return list(dict.fromkeys(line for line in lines if line.strip()))
+
+
 def train_stage(run: dict, spec: dict, root: str, stage_minutes: float, all_stages: bool) -> str:
     """Train ``run`` (one stage, or every stage with ``all_stages``); returns its state afterwards."""
     from lemore.engine.train import train
@@ -189,11 +208,13 @@ def train_stage(run: dict, spec: dict, root: str, stage_minutes: float, all_stag
     while True:
         stop = min(until, next_stop(rdir, t.iters, check_at, t.eval_interval, stage_minutes))
         print(f"{run['name']}: training to iteration {stop} of {t.iters}", flush=True)
+        note_machine(rdir)
         train(cfg, run_dir=rdir, results_dir=out, stop_at=stop if stop < t.iters else None)
         if stop >= t.iters:
             path = result_path(run, spec)
             record = json.loads(path.read_text())
-            record["search"] = {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state()}
+            record["search"] = {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state(),
+                                "machines": stage_machines(rdir)}
             write_json_atomic(path, record)
             return "done"
         losses = loss_curve(rdir / "metrics.jsonl")
@@ -207,7 +228,8 @@ def train_stage(run: dict, spec: dict, root: str, stage_minutes: float, all_stag
             write_json_atomic(diverged_path(run, spec), {
                 "run_name": run["name"], "reason": why, "iteration": stop, "config": cfg.to_dict(),
                 "loss": losses, "curve": read_curve(rdir / "metrics.jsonl"),
-                "search": {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state()}})
+                "search": {"spec": str(Path(spec["_path"]).relative_to(ROOT)), **code_state(),
+                           "machines": stage_machines(rdir)}})
             print(f"{run['name']}: {why}", flush=True)
             return "diverged"
         if not all_stages:
@@ -331,6 +353,14 @@ def chosen_lrs(spec: dict) -> dict[str, dict]:
     return out
 
 
+def cpu_label(machines: list[str] | None) -> str:
+    """The CPUs of a run's stages, short (the EPYC generation where :func:`lemore.profiling.cpu_info` knows it)."""
+    if not machines:
+        return "not recorded"
+    short = [(re.search(r"Zen \d\w*", m) or re.search(r".*", m)).group(0) for m in machines]
+    return ", ".join(dict.fromkeys(short))
+
+
 def summary(spec: dict) -> str:
     """Markdown: one row per run (final mIoU, the curve, the gain over the last quarter, time), the grid and the
     learning rate it chose, the file's choice, and why each run was added."""
@@ -339,18 +369,18 @@ def summary(spec: dict) -> str:
     intro = (f"Written by `python studies/camvid/search.py --spec studies/camvid/{name} --summary` from "
              f"{spec['results']}/*.json; the runs and their overrides of the camvid recipe are in "
              f"studies/camvid/{name}, in the order they were added. Trained from scratch (no ImageNet weights), 2 "
-             "threads; evaluation on the whole 360x480 val image.")
+             "threads, or 1 each for two runs side by side; evaluation on the whole 360x480 val image.")
     header = ("| run | model | crop | batch | lr | random resize | iterations | val mIoU | curve (mIoU at each evaluation) "
-              "| last-quarter gain | loop it/s | minutes |")
+              "| last-quarter gain | loop it/s | minutes | CPU |")
     lines = [f"# {spec.get('title', 'CamVid recipe search (seed 0, val split)')}", "", intro, "", header,
-             "|---|---|---|--:|--:|---|--:|--:|---|--:|--:|--:|"]
+             "|---|---|---|--:|--:|---|--:|--:|---|--:|--:|--:|---|"]
     for run in runs:
         r = _record(run, spec)
         st = state(run, spec)
         if r is None:
             label = "stopped: see its note" if st == "stopped" and "results" not in run else (
                 f"not run yet ({run['results']})" if "results" in run else "not run yet")
-            lines.append(f"| {run['name']} | {run['model']} | {label} | | | | | | | | | |")
+            lines.append(f"| {run['name']} | {run['model']} | {label} | | | | | | | | | | |")
             continue
         c = r["config"]
         t = r.get("timing", {})
@@ -373,9 +403,12 @@ def summary(spec: dict) -> str:
             f"| {run['name']} | {run['model']} | {c['data']['crop_size'][0]}x{c['data']['crop_size'][1]} | "
             f"{c['train']['batch_size']} | {c['train']['lr']:g} | {c['data']['ratio_range'][0]:g}-"
             f"{c['data']['ratio_range'][1]:g} | {iters} | {value} | "
-            + " / ".join(f"{p['miou']:.1f}" for p in curve) + f" | {gain:+.2f} | {ips:.2f} | {minutes:.1f} |")
+            + " / ".join(f"{p['miou']:.1f}" for p in curve) + f" | {gain:+.2f} | {ips:.2f} | {minutes:.1f} | "
+            + cpu_label(r.get("search", {}).get("machines")) + " |")
     lines += ["", "Last-quarter gain: val mIoU at the end minus at 3/4 of the schedule (the plateau rule: < 1.0). "
-              "Minutes: the training loop and its evaluations, summed over the run's stages."]
+              "Minutes: the training loop and its evaluations, summed over the run's stages, on the run's own clock (two "
+              "runs side by side share the CPU; each run's results record its threads). CPU: the machine of its stages "
+              "(\"not recorded\": trained before the search recorded it); minutes compare only within one CPU."]
     lrs = chosen_lrs(spec)
     if lrs:
         grid = spec["lr_grid"]
