@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import runpy
@@ -522,10 +523,14 @@ def budget_problems(readme: str) -> list[str]:
 
 
 def search_problems(readme: str) -> list[str]:
-    """README rows of the CamVid search table (run, model, crop and resize, lr, iterations, val mIoU, minutes) that
-    differ from the run's results/camvid/search2/<run>.json, rounded as the README shows them."""
-    import json
+    """README rows of the CamVid search table (run, model, crop and resize, lr, iterations, val mIoU, minutes, CPU)
+    that differ from the run's results/camvid/search2/<run>.json, rounded as the README shows them; the CPU as the
+    search's summary names it, where the run recorded it (runs before that name their machine in the text)."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("camvid_search", ROOT / "studies" / "camvid" / "search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
     problems = []
     for row in _table_under(readme, "### CamVid"):
         path = ROOT / "results" / "camvid" / "search2" / f"{row[0]}.json"
@@ -539,7 +544,10 @@ def search_problems(readme: str) -> list[str]:
                 float(row[3]) == c["train"]["lr"], int(row[4]) == c["train"]["iters"],
                 _shows_roundings(row[5], [str(r["metrics"]["miou"])]),
                 _shows_roundings(row[6], [str((total["loop_s"] + total["eval_s"]) / 60)])]
-        problems += [f"{row[0]}: {cell!r}" for cell, ok in zip(row[1:7], want) if not ok]
+        machines = r.get("search", {}).get("machines")
+        cpu = row[7] if len(row) > 7 else "(no CPU cell)"
+        want.append(len(row) > 7 and (not machines or cpu == search.cpu_label(machines)))
+        problems += [f"{row[0]}: {cell!r}" for cell, ok in zip([*row[1:7], cpu], want) if not ok]
     return problems
 
 
@@ -572,6 +580,11 @@ def test_number_checks_catch_a_changed_number():
         first = rows[0]
         assert search_problems(readme.replace(f"| {first[5]} |", f"| {float(first[5].strip('*')) + 0.02:.2f} |", 1))
         assert search_problems(readme.replace(f"| {first[0]} |", "| no_such_run |", 1))
+        recorded = [r for r in rows if json.loads((ROOT / "results" / "camvid" / "search2" / f"{r[0]}.json")
+                                                  .read_text()).get("search", {}).get("machines")]
+        for row in recorded[:1]:  # a run that recorded its CPU, shown with another
+            wrong = "| " + " | ".join([*row[:7], "Zen 9"]) + " |"
+            assert search_problems(readme.replace("| " + " | ".join(row) + " |", wrong, 1)) != []
     fake = readme.replace("### CamVid", "### CamVid\n\n| run | model |\n|---|---|\n| no_such_run | lemore |\n", 1)
     assert search_problems(fake) != []
 
