@@ -74,6 +74,7 @@ class DataCfg:
     scale: tuple[int, int] = (256, 128)
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
+    photometric: bool = True  # mmseg's PhotoMetricDistortion in training (False: none, as the plain loop of issue 29)
     eval_mode: str = "whole"  # "whole": resize keeping ratio to `scale`; "slide": windows of crop_size
     eval_stride: tuple[int, int] = (85, 85)
     eval_size_divisor: int = 0  # > 0: "whole" evaluation rounds the resized image up to a multiple (peers: 32)
@@ -508,7 +509,8 @@ def to_yaml(cfg: RunCfg) -> str:
 #: Keys added to the config after runs were first saved, with the value that reproduces what a run without them did.
 #: A saved config (checkpoint, config.yaml) that lacks one is read with this value, not with today's recipe's.
 ADDED_KEYS: dict[str, Any] = {"train.optimizer": "adamw", "train.momentum": 0.9, "train.head_lr_mult": 1.0,
-                              "train.norm_bias_decay": False, "data.eval_size_divisor": 0, "data.cache_gb": 2.0}
+                              "train.norm_bias_decay": False, "data.eval_size_divisor": 0, "data.cache_gb": 2.0,
+                              "data.photometric": True}
 
 
 def saved_overrides(d: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,10 @@ def test_every_search_run_is_a_valid_config(search, path):
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_every_result_is_the_run_its_file_names(search, path):
-    """A committed results file holds the config its run asks for (nothing mixed up between runs)."""
+    """A committed results file holds the config its run asks for (nothing mixed up between runs); keys added to the
+    config after the run read as the value the run had (``lemore.config.ADDED_KEYS``)."""
+    from lemore.config import ADDED_KEYS
+
     spec = search.load_file(path)
     for run in spec["runs"]:
         if search.state(run, spec) not in ("done", "diverged"):
@@ -42,7 +45,9 @@ def test_every_result_is_the_run_its_file_names(search, path):
         record = search._record(run, spec)
         cfg = search.run_config(run, "", spec["base"]).to_dict()
         for section in ("data", "model", "train"):
-            got = {k: v for k, v in record["config"][section].items() if k not in ("root", "num_workers", "cache_gb")}
+            added = {key.split(".")[1]: v for key, v in ADDED_KEYS.items() if key.startswith(section + ".")}
+            got = {k: (list(v) if isinstance(v, tuple) else v) for k, v in {**added, **record["config"][section]}.items()
+                   if k not in ("root", "num_workers", "cache_gb")}
             want = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg[section].items()
                     if k not in ("root", "num_workers", "cache_gb")}
             assert got == want, f"{run['name']}: {section}"

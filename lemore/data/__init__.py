@@ -63,7 +63,7 @@ def build_dataset(cfg: DataCfg, split: str, *, transform: Callable[..., Any] | N
 
     Args:
         cfg: the run's data config (dataset, root, num_classes, crop_size, scale, ratio_range, cat_max_ratio,
-            eval_mode).
+            photometric, eval_mode).
         split: "train" (training pipeline), "val" or "test" (evaluation pipeline; "test" only for datasets whose
             layout has a test split with labels, e.g. CamVid).
         transform: overrides the pipeline; None returns raw samples (uint8 image, int64 mask; for ImageNet the

@@ -6,7 +6,7 @@ time (:func:`mmseg_train_transform`)::
     RandomResize(scale, ratio_range=(0.5, 2.0), keep_ratio=True) -> KeepRatioResize(scale, ratio_range)
     RandomCrop(crop_size, cat_max_ratio=0.75)                     -> CatMaxRatioCrop(crop_size, 0.75)
     RandomFlip(prob=0.5)                                          -> v2.RandomHorizontalFlip(0.5)
-    PhotoMetricDistortion()                                       -> PhotoMetricDistortion()
+    PhotoMetricDistortion()                                       -> PhotoMetricDistortion() (data.photometric)
     SegDataPreProcessor(mean, std, pad_val=0, seg_pad_val=255)    -> v2.ToDtype, v2.Normalize, PadTo(crop)
 
 What training runs is the same pipeline in two stages (:class:`SegTrainTransform`, :func:`train_transform`): per
@@ -276,6 +276,10 @@ def rotate_hue(x: torch.Tensor, sixths: Any) -> torch.Tensor:
     return torch.stack(out, dim=-3).round_().clamp_(0, 255)
 
 
+#: The draws of :meth:`PhotoMetricDistortion.draw` when every step is skipped (``data.photometric=False``).
+NO_PHOTOMETRIC = {"brightness": None, "contrast_first": True, "contrast": None, "saturation": None, "hue": None}
+
+
 class PadTo(v2.Transform):
     """Pad bottom and right up to ``size`` (mmseg ``Pad(size)`` / the data preprocessor's ``stack_batch``).
 
@@ -318,7 +322,7 @@ def mmseg_train_transform(cfg: DataCfg) -> v2.Compose:
             KeepRatioResize(cfg.scale, cfg.ratio_range),
             CatMaxRatioCrop(cfg.crop_size, cfg.cat_max_ratio),
             v2.RandomHorizontalFlip(0.5),
-            PhotoMetricDistortion(),
+            *([PhotoMetricDistortion()] if cfg.photometric else []),
             *_normalize(),
             PadTo(cfg.crop_size),
         ]
@@ -368,7 +372,7 @@ class SegTrainTransform:
     def __init__(self, cfg: DataCfg, flip_prob: float = 0.5) -> None:
         self.resize = KeepRatioResize(cfg.scale, cfg.ratio_range)
         self.crop = CatMaxRatioCrop(cfg.crop_size, cfg.cat_max_ratio)
-        self.photometric = PhotoMetricDistortion()
+        self.photometric = PhotoMetricDistortion() if cfg.photometric else None
         self.crop_size = (int(cfg.crop_size[0]), int(cfg.crop_size[1]))
         self.flip_prob = flip_prob
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -376,7 +380,8 @@ class SegTrainTransform:
 
     def __repr__(self) -> str:
         return (f"SegTrainTransform(scale={self.resize.scale}, ratio_range={self.resize.ratio_range}, "
-                f"crop_size={self.crop_size}, cat_max_ratio={self.crop.cat_max_ratio})")
+                f"crop_size={self.crop_size}, cat_max_ratio={self.crop.cat_max_ratio}, "
+                f"photometric={self.photometric is not None})")
 
     def sample(self, image: torch.Tensor, mask: torch.Tensor,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
@@ -397,7 +402,7 @@ class SegTrainTransform:
 
         box = self.crop.choose(size[0], size[1], mask_under, generator)  # the crop's draws
         flip = bool(torch.rand(1, generator=generator) < self.flip_prob)  # v2.RandomHorizontalFlip's draw
-        d = self.photometric.draw(generator)  # the photometric draws
+        d = self.photometric.draw(generator) if self.photometric else NO_PHOTOMETRIC  # the photometric draws
         contrast = 1.0 if d["contrast"] is None else d["contrast"]
         params = torch.tensor([0.0 if d["brightness"] is None else d["brightness"],
                                contrast if d["contrast_first"] else 1.0,
@@ -430,9 +435,9 @@ class SegTrainTransform:
                 xi = convert(xi, beta=brightness)
             if contrast_first != 1.0:
                 xi = convert(xi, alpha=contrast_first)
-            if saturation == saturation:  # not nan
+            if not math.isnan(saturation):
                 xi = saturate(xi, saturation)
-            if hue == hue:
+            if not math.isnan(hue):
                 xi = rotate_hue(xi, hue)
             if contrast_last != 1.0:
                 xi = convert(xi, alpha=contrast_last)

@@ -22,6 +22,7 @@ CONFIGS = {
     "ade20k-like": replace(recipe("ade20k").data, scale=(256, 64), crop_size=(48, 48)),  # resize 0.5-2.0
     "crop larger than the image": replace(CAMVID_LIKE, crop_size=(100, 140), ratio_range=(0.5, 1.0)),
     "no class check": replace(CAMVID_LIKE, cat_max_ratio=1.0),
+    "no photometric distortion": replace(CAMVID_LIKE, photometric=False),
     "no random resize": replace(recipe("synthetic").data, scale=(120, 90), crop_size=(64, 64)),
 }
 
@@ -61,6 +62,25 @@ def test_same_draws_give_the_reference_sample_bit_for_bit(name):
         # the engine's path: the draws from a generator of the sample's own, seeded alike
         alone = fast.collate([fast.sample(image, mask, torch.Generator().manual_seed(seed))])
         assert torch.equal(alone[0][0], ref_image) and torch.equal(alone[1][0], ref_mask), f"{name}, seed {seed}"
+
+
+def test_photometric_off_changes_only_the_colours():
+    """``data.photometric=False`` skips the distortion and nothing else: the same crops and flips on the same seeds
+    (its draws come after them), the image the resized crop itself; on, most samples' colours change."""
+    on, off = train_transform(CAMVID_LIKE), train_transform(replace(CAMVID_LIKE, photometric=False))
+    changed = 0
+    for seed in range(20):
+        image, mask = scene(seed)
+        a = on.sample(image, mask, torch.Generator().manual_seed(seed))
+        b = off.sample(image, mask, torch.Generator().manual_seed(seed))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), f"seed {seed}: another crop or flip"
+        assert b[2].tolist()[:2] == [0.0, 1.0] and b[2][2:4].isnan().all() and b[2][4] == 1.0
+        x_on, x_off = on.collate([a])[0], off.collate([b])[0]
+        h, w = b[3].tolist()  # the crop before padding (the padding is 0 after normalising)
+        raw = ((x_off * off.std + off.mean) * 255)[0, :, :h, :w]  # back to the crop's whole numbers
+        assert torch.allclose(raw, b[0][:, :h, :w].float(), atol=1e-3), f"seed {seed}: the colours changed"
+        changed += not torch.equal(x_on, x_off)
+    assert changed >= 15, f"the distortion changed only {changed} of 20 samples"
 
 
 def test_a_batch_is_its_samples_one_at_a_time():
