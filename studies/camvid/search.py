@@ -357,7 +357,7 @@ def cpu_label(machines: list[str] | None) -> str:
     """The CPUs of a run's stages, short (the EPYC generation where :func:`lemore.profiling.cpu_info` knows it)."""
     if not machines:
         return "not recorded"
-    short = [(re.search(r"Zen \d\w*", m) or re.search(r".*", m)).group(0) for m in machines]
+    short = [zen.group(0) if (zen := re.search(r"Zen \d\w*", m)) else m for m in machines]
     return ", ".join(dict.fromkeys(short))
 
 
