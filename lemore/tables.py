@@ -24,8 +24,8 @@ The CamVid study (``studies/camvid/``, :func:`camvid_tables`) reads its own fold
 results files (``metrics/<model>/seed<n>/<run name>.json``, with their learning curves) and ``profile.json``
 (params, GFLOPs and ONNX Runtime latency at 360x480, ``python -m lemore.study profile``). Its tables put every
 model's CamVid mIoU (from scratch, several seeds) beside the ADE20K mIoU its authors published, Table 2's rows
-beside the paper's, each switch's gain with a verdict (:func:`gain_verdict`) and every run's learning curve with
-its last-quarter gain (:func:`last_quarter_gain`).
+beside the paper's, each switch's gain with its 95% interval and a verdict from Welch's t-test (:func:`welch_gain`,
+:func:`gain_verdict`), and every run's learning curve with its last-quarter gain (:func:`last_quarter_gain`).
 
 Which runs stand for a (dataset, model) pair when there are several: those of the setting with the most iterations
 (ties broken by the run name, last in sort order, so the choice never depends on file times), and within that setting
@@ -469,9 +469,10 @@ CAMVID_CAPTIONS = {
                        "mIoU (paper: 512x512, ImageNet-pretrained) beside our CamVid val mIoU (from scratch; mean, "
                        "sample std over the seeds, n seeds); the full row is LeMoRe's runs. Empty = not run",
     "camvid_gains": "Each switch's gain as the paper reads Table 2: the paper's ADE20K gain beside ours on CamVid "
-                    "(the difference of the two rows' seed means; se = sqrt(std_a^2/n_a + std_b^2/n_b)). Verdict: "
-                    "holds = our gain has the paper's sign and |gain| > 2 se; reversed = the opposite sign and "
-                    "|gain| > 2 se; undecided = |gain| <= 2 se; no se = a row with one seed; empty = a row not run",
+                    "(the difference of the two rows' seed means, its 95% interval and p from Welch's t-test, "
+                    "scipy.stats.ttest_ind with equal_var=False). Verdict: holds = p < 0.05 and our gain has the "
+                    "paper's sign; reversed = p < 0.05 and the opposite sign; undecided = p >= 0.05; one seed = a "
+                    "row with one seed (nothing to test); empty = a row not run",
     "camvid_plateau": "Learning curves: val mIoU at every evaluation of each run (model, seed), and the last-quarter "
                       "gain (mIoU at the end minus at 3/4 of the schedule); per model a `mean` row (means over its "
                       f"seeds) with plateau = yes when its mean gain is below {PLATEAU_GAIN:.1f} mIoU point",
@@ -557,15 +558,38 @@ def last_quarter_gain(curve: Sequence[Mapping[str, Any]], iters: int) -> float:
     return points[int(iters)] - points[start]
 
 
-def gain_verdict(paper_gain: float, gain: float, se: float) -> str:
-    """``"holds"``: ``gain`` has the sign of ``paper_gain`` and ``|gain| > 2 se``; ``"reversed"``: the opposite sign
-    and ``|gain| > 2 se``; ``"undecided"``: ``|gain| <= 2 se``; ``"no se"`` when ``se`` is missing (a row with one
-    seed); ``""`` when ``gain`` is (a row not run)."""
+#: The significance level of Table 2's gains: a gain counts when Welch's t-test gives p below it (the 95% interval
+#: of the difference then excludes 0).
+GAIN_ALPHA = 0.05
+
+
+def welch_gain(before: Sequence[float], after: Sequence[float], alpha: float = GAIN_ALPHA
+               ) -> tuple[float, float, float, float]:
+    """``after`` minus ``before`` (one value per seed) with Welch's t-test (``scipy.stats.ttest_ind``,
+    ``equal_var=False``): ``(gain, ci_low, ci_high, p)``, the interval at ``1 - alpha``. NaN where a side has no value;
+    only the gain where a side has one value (no variance to test with)."""
+    from scipy import stats
+
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if not len(a) or not len(b):
+        return math.nan, math.nan, math.nan, math.nan
+    gain = float(b.mean() - a.mean())
+    if min(len(a), len(b)) < 2:
+        return gain, math.nan, math.nan, math.nan
+    res = stats.ttest_ind(b, a, equal_var=False)
+    ci = res.confidence_interval(1 - alpha)
+    return gain, float(ci.low), float(ci.high), float(res.pvalue)
+
+
+def gain_verdict(paper_gain: float, gain: float, p: float, alpha: float = GAIN_ALPHA) -> str:
+    """``"holds"``: Welch's ``p < alpha`` and ``gain`` has the sign of ``paper_gain``; ``"reversed"``: ``p < alpha``
+    and the opposite sign; ``"undecided"``: ``p >= alpha``; ``"one seed"`` when ``p`` is missing (a row with one
+    seed: nothing to test); ``""`` when ``gain`` is (a row not run)."""
     if not math.isfinite(gain):
         return ""
-    if not math.isfinite(se):
-        return "no se"
-    if abs(gain) <= 2 * se:
+    if not math.isfinite(p):
+        return "one seed"
+    if p >= alpha:
         return "undecided"
     return "holds" if math.copysign(1, gain) == math.copysign(1, paper_gain) else "reversed"
 
@@ -645,22 +669,24 @@ def study_ablation_table(chosen: pd.DataFrame, dataset: str = "camvid") -> pd.Da
     return pd.DataFrame(rows)
 
 
-def study_gains_table(ablation: pd.DataFrame, dataset: str = "camvid") -> pd.DataFrame:
-    """Each switch's gain (:data:`ABLATION_GAINS`) from :func:`study_ablation_table`: the paper's ADE20K gain and
-    ours (difference of the two rows' means, its standard error from their seed std / sqrt(n)) with a verdict
+def study_gains_table(ablation: pd.DataFrame, chosen: pd.DataFrame, dataset: str = "camvid") -> pd.DataFrame:
+    """Each switch's gain (:data:`ABLATION_GAINS`): the paper's ADE20K gain from :func:`study_ablation_table` and
+    ours from the two rows' runs in ``chosen`` (one final val mIoU per seed, :func:`study_runs`): the difference of
+    the means, its 95% interval and p from Welch's t-test (:func:`welch_gain`), and a verdict
     (:func:`gain_verdict`)."""
     rows = []
     by_model = ablation.set_index("registry")
+    ours = f"{dataset} gain (ours)"
     for switch, a, b in ABLATION_GAINS:
         ra, rb = by_model.loc[a], by_model.loc[b]
         paper = float(rb["ade20k miou (paper)"] - ra["ade20k miou (paper)"])
-        ours = float(rb[f"{dataset} miou (ours)"] - ra[f"{dataset} miou (ours)"])
-        se = math.sqrt(sum(float(r[f"{dataset} miou std (ours)"]) ** 2 / r["n (ours)"] for r in (ra, rb))
-                       ) if min(ra["n (ours)"], rb["n (ours)"]) > 0 else math.nan
+        seeds = [chosen[chosen.model == m].miou.astype(float).dropna().tolist() if not chosen.empty else []
+                 for m in (a, b)]
+        gain, low, high, p = welch_gain(*seeds)
         rows.append({"switch": switch, "from": ra["row"], "to": rb["row"], "ade20k gain (paper)": paper,
-                     f"{dataset} gain (ours)": ours, f"{dataset} gain se (ours)": se,
-                     "n (from, to)": f"{int(ra['n (ours)'])}, {int(rb['n (ours)'])}",
-                     "verdict": gain_verdict(paper, ours, se)})
+                     ours: gain, f"{dataset} gain 95% ci low (ours)": low, f"{dataset} gain 95% ci high (ours)": high,
+                     "welch p (ours)": p, "n (from, to)": f"{len(seeds[0])}, {len(seeds[1])}",
+                     "verdict": gain_verdict(paper, gain, p)})
     return pd.DataFrame(rows)
 
 
@@ -733,7 +759,7 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     table = study_models_table(chosen, profile, models, DATASETS[dataset].CLASSES, size)
     ablation = study_ablation_table(chosen, dataset)
     return {f"{dataset}_models": table, f"{dataset}_ablation": ablation,
-            f"{dataset}_gains": study_gains_table(ablation, dataset),
+            f"{dataset}_gains": study_gains_table(ablation, chosen, dataset),
             f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else [])}
 
 
@@ -796,9 +822,15 @@ def profile_plan(models: list[str], datasets: list[str], all_models: list[str],
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def _fmt(v: Any, na: str) -> str:
+#: Columns not shown with 2 decimals (a p-value of 0.004 would read "0.00").
+_COLUMN_FORMATS = {"welch p (ours)": "{:.2g}"}
+
+
+def _fmt(v: Any, na: str, fmt: str | None = None) -> str:
     if isinstance(v, float):
-        return na if math.isnan(v) else f"{v + 0.0:.2f}".replace("-0.00", "0.00")  # no "-0.00" for a tiny Δ
+        if math.isnan(v):
+            return na
+        return fmt.format(v) if fmt else f"{v + 0.0:.2f}".replace("-0.00", "0.00")  # no "-0.00" for a tiny Δ
     if v is None or (isinstance(v, str) and not v):
         return na if v is None else ""
     return str(v)
@@ -817,7 +849,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table; numbers with 2 decimals, missing values as "–"."""
     if df.empty:
         return "_(no rows)_\n"
-    cells = df.map(lambda v: _fmt(v, "–"))
+    cells = df.apply(lambda col: col.map(lambda v: _fmt(v, "–", _COLUMN_FORMATS.get(col.name))))
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
     body = ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
@@ -826,7 +858,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def to_latex(df: pd.DataFrame, caption_text: str = "", label: str = "") -> str:
     """A booktabs ``table`` (pandas' Styler needs jinja2, which the project depends on through it)."""
-    cells = df.map(lambda v: latex_escape(_fmt(v, "--")))
+    cells = df.apply(lambda col: col.map(lambda v: latex_escape(_fmt(v, "--", _COLUMN_FORMATS.get(col.name)))))
     cells.columns = [latex_escape(str(c)) for c in df.columns]
     return cells.to_latex(index=False, escape=False, caption=latex_escape(caption_text) or None,
                           label=label or None, column_format="".join(

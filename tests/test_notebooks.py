@@ -165,7 +165,7 @@ def test_camvid_smoke(work):
     assert list(models.model) == ["SegFormer-B0", "LeMoRe", "LR-ASPP MobileNetV3-L", "TopFormer-T"]
     assert models["ade20k miou (published)"].tolist() == [37.4, 33.5, 33.1, 33.6]
     gains = pd.read_csv(tabs / "camvid_gains.csv", keep_default_na=False)
-    assert list(gains.verdict) == ["holds", "reversed", "undecided", "", "no se", "", "holds"]
+    assert list(gains.verdict) == ["holds", "reversed", "undecided", "", "one seed", "", "holds"]
     per_image = pd.read_csv(tabs / "camvid_per_image.csv")
     assert len(per_image) == 2 and sorted(per_image["shown"]) == [1, 2]  # smoke: at most 2 of the 2 val images
     for fig in ("visual_comparison_camvid", "pareto_camvid", "ablation_camvid", "curves_camvid"):

@@ -4,6 +4,7 @@ import json
 import math
 
 import camvid_results
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -299,8 +300,8 @@ def test_camvid_ablation_table(camvid):
                          ("ade20k miou (paper)", "miou")):
         assert ab[ours].tolist() == paper[theirs].tolist()
     cells = ab.set_index("row")
-    assert (cells.loc["T", "camvid miou (ours)"], cells.loc["T", "n (ours)"]) == (31.0, 2)
-    assert cells.loc["T", "camvid miou std (ours)"] == pytest.approx(math.sqrt(2))
+    assert (cells.loc["T", "camvid miou (ours)"], cells.loc["T", "n (ours)"]) == (31.0, 3)
+    assert cells.loc["T", "camvid miou std (ours)"] == pytest.approx(1.0)
     assert (cells.loc["T+F+L+CA+NA", "camvid miou (ours)"], cells.loc["T+F+L+CA+NA", "n (ours)"]) == (42.0, 3)
     not_run = cells.loc[["T+NA", "T+F+L+NA"]]
     assert not_run["camvid miou (ours)"].isna().all() and (not_run["n (ours)"] == 0).all()
@@ -310,22 +311,44 @@ def test_camvid_gains_table(camvid):
     gains = tables.camvid_tables(camvid)["camvid_gains"].set_index("switch")
     assert list(gains.index) == ["+F", "+L", "+CA", "+NA on T", "+NA on T+F", "+NA on T+F+L", "+NA on T+F+L+CA"]
     assert list(gains["from"]) == ["T", "T+F", "T+F+L", "T", "T+F", "T+F+L", "T+F+L+CA"]
-    expected = {  # switch: (paper's ADE20K gain, ours, se, verdict)
-        "+F": (0.4, 4.0, 1.0, "holds"),  # se = sqrt(2/2 + 0/2)
-        "+L": (1.5, -2.0, 0.0, "reversed"),
-        "+CA": (0.5, 0.0, 0.5, "undecided"),  # se = sqrt(0/2 + 0.5/2)
-        "+NA on T+F": (5.1, 1.0, math.nan, "no se"),  # T+F+NA has one seed
-        "+NA on T+F+L+CA": (3.9, 9.0, math.sqrt(4 / 3 + 0.5 / 2), "holds"),
+    # switch: (paper's ADE20K gain, ours, 95% interval, Welch's p, n, verdict); hand-worked in tests/camvid_results.py
+    # (interval = gain -+ t_{0.975, df} se with the Welch-Satterthwaite df)
+    expected = {
+        "+F": (0.4, 5.0, (5 - 2.7764 * math.sqrt(2 / 3), 5 + 2.7764 * math.sqrt(2 / 3)), 0.0036, "3, 3", "holds"),
+        "+L": (1.5, -3.0, (-3 - 2.7764 * math.sqrt(2 / 3), -3 + 2.7764 * math.sqrt(2 / 3)), 0.0213, "3, 3",
+               "reversed"),
+        "+CA": (0.5, 0.0, (-1.0, 1.0), 1.0, "3, 2", "undecided"),
+        "+NA on T+F": (5.1, 0.0, (math.nan, math.nan), math.nan, "3, 1", "one seed"),
+        "+NA on T+F+L+CA": (3.9, 9.0, (4.66, 13.34), 0.0085, "2, 3", "holds"),
     }
-    for switch, (paper, ours, se, verdict) in expected.items():
+    for switch, (paper, ours, (low, high), p, n, verdict) in expected.items():
         row = gains.loc[switch]
         assert row["ade20k gain (paper)"] == pytest.approx(paper)
-        assert row["camvid gain (ours)"] == pytest.approx(ours)
-        assert row["camvid gain se (ours)"] == pytest.approx(se, nan_ok=True)
-        assert row.verdict == verdict, switch
+        assert row["camvid gain (ours)"] == pytest.approx(ours, abs=1e-12)
+        if switch != "+CA":
+            assert row["camvid gain 95% ci low (ours)"] == pytest.approx(low, abs=0.01, nan_ok=True)
+            assert row["camvid gain 95% ci high (ours)"] == pytest.approx(high, abs=0.01, nan_ok=True)
+        assert row["welch p (ours)"] == pytest.approx(p, abs=1e-4, nan_ok=True)
+        assert row["n (from, to)"] == n and row.verdict == verdict, switch
+    ca = gains.loc["+CA"]  # an interval symmetric about 0 that the verdict reads as undecided
+    assert ca["camvid gain 95% ci low (ours)"] == pytest.approx(-ca["camvid gain 95% ci high (ours)"])
     for switch in ("+NA on T", "+NA on T+F+L"):  # a row not run: empty, never the paper's number
         row = gains.loc[switch]
         assert math.isnan(row["camvid gain (ours)"]) and row.verdict == "" and row["ade20k gain (paper)"] > 0
+
+
+def test_welch_gain_is_scipys_test():
+    from scipy import stats
+
+    before, after = [30.0, 31.5, 32.0], [33.0, 35.5, 34.0, 36.0]
+    gain, low, high, p = tables.welch_gain(before, after)
+    ref = stats.ttest_ind_from_stats(np.mean(after), np.std(after, ddof=1), 4, np.mean(before),
+                                     np.std(before, ddof=1), 3, equal_var=False)
+    assert gain == pytest.approx(np.mean(after) - np.mean(before)) and p == pytest.approx(ref.pvalue)
+    assert low < gain < high and (low > 0) == (p < 0.05)  # the interval excludes 0 exactly when p < 0.05
+    assert all(math.isnan(v) for v in tables.welch_gain([], after))
+    g, *rest = tables.welch_gain([31.0], after)  # one seed: the gain, nothing to test with
+    assert g == pytest.approx(np.mean(after) - 31.0) and all(math.isnan(v) for v in rest)
 
 
 def test_each_gain_switches_one_column_on():
@@ -335,13 +358,13 @@ def test_each_gain_switches_one_column_on():
         assert len(changed) == 1 and sb[tables.SWITCHES.index(changed[0])] == 1, switch
 
 
-@pytest.mark.parametrize("paper,gain,se,verdict", [
-    (0.4, 4.0, 1.0, "holds"), (-0.4, -4.0, 1.0, "holds"), (1.5, -2.0, 0.5, "reversed"), (-1.0, 3.0, 1.0, "reversed"),
-    (0.5, 0.9, 0.5, "undecided"), (1.0, 1.0, 0.5, "undecided"),  # exactly 2 se: not beyond it
-    (1.0, 1.0, math.nan, "no se"), (1.0, math.nan, 0.5, ""),
+@pytest.mark.parametrize("paper,gain,p,verdict", [
+    (0.4, 4.0, 0.01, "holds"), (-0.4, -4.0, 0.01, "holds"), (1.5, -2.0, 0.01, "reversed"), (-1.0, 3.0, 0.04, "reversed"),
+    (0.5, 0.9, 0.2, "undecided"), (1.0, 1.0, 0.05, "undecided"),  # exactly alpha: not below it
+    (1.0, 1.0, math.nan, "one seed"), (1.0, math.nan, 0.01, ""),
 ])
-def test_gain_verdict(paper, gain, se, verdict):
-    assert tables.gain_verdict(paper, gain, se) == verdict
+def test_gain_verdict(paper, gain, p, verdict):
+    assert tables.gain_verdict(paper, gain, p) == verdict
 
 
 def test_last_quarter_gain():
@@ -408,8 +431,8 @@ def test_write_camvid_tables(camvid, tmp_path):
             assert (out / f"{name}.{ext}") in written
         assert list(pd.read_csv(out / f"{name}.csv").columns) == list(df.columns)
     gains = (out / "camvid_gains.md").read_text()
-    assert "| +L | T+F | T+F+L | 1.50 | -2.00 | 0.00 | 2, 2 | reversed |" in gains
-    assert "|gain| > 2 se" in gains  # the rule is in the caption
+    assert "| +L | T+F | T+F+L | 1.50 | -3.00 | -5.27 | -0.73 | 0.021 | 3, 3 | reversed |" in gains
+    assert "Welch's t-test" in gains and "p < 0.05" in gains  # the rule is in the caption
     models = (out / "camvid_models.md").read_text()
     assert "from scratch (no ImageNet weights)" in models and "| – |" in models  # TopFormer-T's empty cells
     index = (out / "index.md").read_text()
