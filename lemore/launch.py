@@ -15,7 +15,11 @@ where it is tested:
 * :func:`prepare_data`: the pipeline's data stage (generate the synthetic set; ``lemore data check`` a real one).
 * :func:`profile`: parameters / GFLOPs / latency of every model at the settings of the paper's tables.
 * ``python -m lemore.launch notebook NAME OUT ...``: runs a notebook with papermill, its parameters read from one
-  section of ``params.yaml`` (how ``dvc.yaml`` calls every notebook).
+  section of ``params.yaml`` (how ``dvc.yaml`` calls every notebook). With ``$LEMORE_STAGE_MINUTES`` set
+  (:data:`STAGE_MINUTES_ENV`; ``tools/dvc_jobs.py --stage-minutes``), the fine-tuning notebook's run is first trained
+  in this process for at most that long (:func:`finetune_stage`); an unfinished run exits with
+  :data:`EXIT_UNFINISHED` and resumes when the same command runs again, and the notebook runs once the run is
+  finished: a long pipeline stage in processes that each fit a time limit.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ SMOKE: dict[str, Any] = {
 #: ``pretrained="pretrain"``: the encoder written by the pipeline's pretrain stage (see :func:`pretrain_stage`).
 FROM_PRETRAIN_STAGE = "pretrain"
 PRETRAIN_STATUS = Path("results/pretrain/status.json")
+#: Minutes: ``notebook finetune`` trains its run in this process for at most this long before the notebook runs
+#: (:func:`finetune_stage`); unset, the notebook trains the whole run itself.
+STAGE_MINUTES_ENV = "LEMORE_STAGE_MINUTES"
+#: The exit status of ``notebook finetune`` when its run is not finished yet (``os.EX_TEMPFAIL``: run it again).
+EXIT_UNFINISHED = 75
 PROJECT_MARKERS = ("dvc.yaml", "pyproject.toml")
 
 
@@ -589,6 +598,37 @@ def run_notebook(name: str, out: str | os.PathLike, parameters: dict[str, Any], 
     return out
 
 
+def notebook_defaults(name: str, notebooks_dir: str | os.PathLike = "notebooks") -> dict[str, Any]:
+    """The values of ``notebooks/<name>.ipynb``'s parameters cell (papermill's ``inspect_notebook``)."""
+    import ast
+
+    import papermill as pm
+
+    return {k: ast.literal_eval(v["default"]) for k, v in pm.inspect_notebook(
+        str(Path(notebooks_dir) / f"{name}.ipynb")).items()}
+
+
+def finetune_stage(parameters: dict[str, Any], minutes: float, notebooks_dir: str | os.PathLike = "notebooks") -> bool:
+    """Train the run that ``notebooks/finetune.ipynb`` would train with ``parameters`` (its own defaults for the
+    others) in this process, for at most ``minutes`` (``train(stop_after_s=...)``: checkpointed where it stops,
+    resumed by the next call); True once the run is finished. One process only (``gpus`` and ``nodes`` 1)."""
+    if not minutes > 0:
+        raise ConfigValueError(f"${STAGE_MINUTES_ENV}={minutes}: give a positive number of minutes")
+    p = {**notebook_defaults("finetune", notebooks_dir), **parameters}
+    if int(p["gpus"]) != 1 or int(p["nodes"]) != 1:
+        raise ConfigValueError(f"${STAGE_MINUTES_ENV} cuts a run in one process; this one has gpus={p['gpus']}, "
+                               f"nodes={p['nodes']}: unset it (the notebook trains the whole run)")
+    cfg = finetune_config(p["dataset"], p["model"], iterations=p["iterations"], batch_size=p["batch_size"],
+                          crop=p["crop"], data_root=p["data_root"], pretrained=p["pretrained"], wandb=p["wandb"],
+                          out_dir=p["out_dir"], seed=p["seed"], smoke=p["smoke"], overrides=p["overrides"])
+    from lemore.engine.train import train
+
+    show_logs()
+    run_dir = train(cfg, results_dir=p["results_dir"], restart_finished=bool(p["retrain_finished"]),
+                    stop_after_s=minutes * 60)
+    return (Path(run_dir) / "metrics.json").is_file()
+
+
 def _cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lemore.launch", description="the DVC pipeline's entry points")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -619,7 +659,19 @@ def _cli(argv: list[str] | None = None) -> int:
         for item in args.key:
             name, key = item.split("=", 1)
             fixed[name] = params_value(args.params, key)
-        run_notebook(args.name, args.out, notebook_parameters(args.params, args.section, **fixed), stream=True)
+        parameters = notebook_parameters(args.params, args.section, **fixed)
+        minutes = os.environ.get(STAGE_MINUTES_ENV, "").strip()
+        if args.name == "finetune" and minutes:
+            try:
+                minutes_value = float(minutes)
+            except ValueError:
+                raise ConfigValueError(f"${STAGE_MINUTES_ENV}={minutes!r}: give a number of minutes") from None
+            if not finetune_stage(parameters, minutes_value):
+                print(f"stopped after ${STAGE_MINUTES_ENV}={minutes} minutes: not finished; run the same command "
+                      f"again to resume (exit {EXIT_UNFINISHED})", flush=True)
+                return EXIT_UNFINISHED
+            parameters["retrain_finished"] = False  # finished just now: the notebook reports it, never retrains it
+        run_notebook(args.name, args.out, parameters, stream=True)
     elif args.cmd == "prepare":
         root = params_value(args.params, args.params_key) if args.params_key else args.root
         print(json.dumps(prepare_data(args.dataset, root or "", args.report), indent=2))
@@ -645,7 +697,8 @@ if __name__ == "__main__":
     raise SystemExit(_cli())
 
 
-__all__ = ["SMOKE", "check_choices", "check_nodes", "config_overrides", "finetune", "finetune_config",
-           "make_tiny_imagenet", "metrics_frame", "notebook_parameters", "parse_endpoint", "parse_size",
-           "prepare_data", "pretrain", "pretrain_config", "profile", "read_metrics", "run_notebook",
-           "segmentation_models", "show_logs", "torchrun_command", "torchrun_launcher"]
+__all__ = ["EXIT_UNFINISHED", "SMOKE", "STAGE_MINUTES_ENV", "check_choices", "check_nodes", "config_overrides",
+           "finetune", "finetune_config", "finetune_stage", "make_tiny_imagenet", "metrics_frame", "notebook_defaults",
+           "notebook_parameters", "parse_endpoint", "parse_size", "prepare_data", "pretrain", "pretrain_config",
+           "profile", "read_metrics", "run_notebook", "segmentation_models", "show_logs", "torchrun_command",
+           "torchrun_launcher"]

@@ -476,6 +476,9 @@ CAMVID_CAPTIONS = {
     "camvid_plateau": "Learning curves: val mIoU at every evaluation of each run (model, seed), and the last-quarter "
                       "gain (mIoU at the end minus at 3/4 of the schedule); per model a `mean` row (means over its "
                       f"seeds) with plateau = yes when its mean gain is below {PLATEAU_GAIN:.1f} mIoU point",
+    "camvid_schedules": "The plateau rule's doubling check: seed 0 of every model at the study's schedule and at twice "
+                        "it (results/camvid/long/), its final val mIoU, last-quarter gain and rank (1 = best) at each; "
+                        "empty = not run at that schedule",
     "camvid_per_image": "How the visual comparison picks its images: per-image val mIoU (classes in the image's "
                         "ground truth or prediction) of the seed-0 weights of both models, ranked by their "
                         "difference; `shown` = the figure's row (evenly spaced quantiles of the ranking)",
@@ -690,6 +693,40 @@ def study_gains_table(ablation: pd.DataFrame, chosen: pd.DataFrame, dataset: str
     return pd.DataFrame(rows)
 
 
+def study_schedule_table(chosen: pd.DataFrame, longer: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
+    """The doubling check of the plateau rule: seed 0 of each of ``models`` at the study's schedule (``chosen``) and
+    at the longer one (``longer``, :func:`study_runs` of the long runs' folder): final val mIoU, last-quarter gain and
+    rank (1 = best) at each. Models with no seed-0 run at either schedule are left out; a rank is empty where the
+    model has no run at that schedule. :func:`rank_changes` lists the pairs whose order differs."""
+    cols = ["model", "registry", "iters", "seed-0 miou", "rank", "last-quarter gain", "iters (long)",
+            "seed-0 miou (long)", "rank (long)", "last-quarter gain (long)"]
+    rows = []
+    for m in models:
+        short = [r for r in (chosen[chosen.model == m] if not chosen.empty else chosen).itertuples() if r.seed == 0]
+        long_ = [r for r in (longer[longer.model == m] if not longer.empty else longer).itertuples() if r.seed == 0]
+        if not short and not long_:
+            continue
+        row: dict[str, Any] = {"model": study_label(m), "registry": m}
+        for suffix, hit in (("", short), (" (long)", long_)):
+            r = hit[-1] if hit else None
+            row[f"iters{suffix}"] = int(r.iters) if r is not None else 0
+            row[f"seed-0 miou{suffix}"] = float(r.miou) if r is not None else math.nan
+            row[f"last-quarter gain{suffix}"] = last_quarter_gain(r.curve, int(r.iters)) if r is not None else math.nan
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=cols)
+    for suffix in ("", " (long)"):
+        df[f"rank{suffix}"] = df[f"seed-0 miou{suffix}"].rank(ascending=False, method="min")
+    return df[cols]
+
+
+def rank_changes(schedules: pd.DataFrame) -> list[tuple[str, str]]:
+    """The pairs of models (display names, the one ahead at the study's schedule first) whose order is the other way
+    round at the longer schedule (:func:`study_schedule_table`); pairs missing a value at either are skipped."""
+    both = schedules.dropna(subset=["seed-0 miou", "seed-0 miou (long)"]).to_dict("records")
+    return [(a["model"], b["model"]) for a in both for b in both
+            if a["seed-0 miou"] > b["seed-0 miou"] and a["seed-0 miou (long)"] < b["seed-0 miou (long)"]]
+
+
 def study_plateau_table(chosen: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
     """Every run's learning curve (``miou @<iteration>`` columns) and last-quarter gain, models in ``order`` (then
     the others, Table 2's rows in the paper's order), seeds ascending, and after each model's runs a ``mean`` row:
@@ -739,12 +776,14 @@ def study_models(chosen: pd.DataFrame, profile: pd.DataFrame) -> list[str]:
 
 
 def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Sequence[str] | None = None,
-                  dataset: str = "camvid") -> dict[str, pd.DataFrame]:
+                  dataset: str = "camvid", long_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
     """The CamVid study's tables, from ``<results_dir>/metrics`` (every run) and ``<results_dir>/profile.json``.
 
     ``camvid_models`` (:func:`study_models_table`; ``models`` default: :func:`study_models`), ``camvid_ablation``
     (:func:`study_ablation_table`), ``camvid_gains`` (:func:`study_gains_table`) and ``camvid_plateau``
-    (:func:`study_plateau_table`). Rows without runs keep empty cells; nothing is filled in from the papers.
+    (:func:`study_plateau_table`), and ``camvid_schedules`` (:func:`study_schedule_table`) with the seed-0 runs at the
+    longer schedule from ``<long_dir>/metrics`` (default ``<results_dir>/long``). Rows without runs keep empty cells;
+    nothing is filled in from the papers.
     """
     from lemore.config import recipe
     from lemore.data import DATASETS
@@ -760,7 +799,10 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     ablation = study_ablation_table(chosen, dataset)
     return {f"{dataset}_models": table, f"{dataset}_ablation": ablation,
             f"{dataset}_gains": study_gains_table(ablation, chosen, dataset),
-            f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else [])}
+            f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else []),
+            f"{dataset}_schedules": study_schedule_table(
+                chosen, study_runs(Path(results_dir, "long") if long_dir is None else long_dir, dataset),
+                list(table.registry) if len(table) else [])}
 
 
 def write_camvid_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:

@@ -9,7 +9,7 @@
   layout from the study's ``weights/*.safetensors``, the images picked by a stated rule on per-image mIoU,
   :func:`per_image_miou`, :func:`pick_by_quantiles`), :func:`pareto_figure` (mIoU against latency and GFLOPs, the
   Pareto front), :func:`ablation_figure` (Table 2's rows, ours beside the paper's ADE20K) and
-  :func:`curves_figure` (the learning curves, the last quarter of the schedule shaded).
+  :func:`curves_figure` (the learning curves, the last quarter of each schedule shaded, a longer schedule dashed).
 
 Figures are written with :func:`save_figure` (temporary file + ``os.replace``). Every function returns a *closed*
 figure: it can be saved and displayed (a notebook shows the returned object once), but pyplot does not show it
@@ -549,30 +549,37 @@ def ablation_figure(ablation: pd.DataFrame, chosen: pd.DataFrame, dataset: str =
     return fig
 
 
-def curves_figure(chosen: pd.DataFrame, models: Sequence[str], dataset: str = "CamVid") -> Figure:
+def curves_figure(chosen: pd.DataFrame, models: Sequence[str], dataset: str = "CamVid",
+                  longer: pd.DataFrame | None = None) -> Figure:
     """Val mIoU against the iteration for each of ``models`` (those with runs): the mean over the seeds, a band from
-    their minimum to their maximum, the last quarter of the schedule shaded (what the last-quarter gain measures).
-    ``chosen``: the runs per seed (:func:`lemore.tables.study_runs`)."""
+    their minimum to their maximum, the last quarter of each schedule shaded (what the last-quarter gain measures).
+    ``chosen``: the runs per seed (:func:`lemore.tables.study_runs`); ``longer``: runs at a longer schedule (the
+    plateau rule's doubling check), drawn dashed in the model's colour."""
     from lemore.tables import LAST_QUARTER, study_label
 
     fig, ax = plt.subplots(figsize=(9, 5))
     schedules = set()
     for j, m in enumerate(models):
-        runs = chosen[chosen.model == m] if not chosen.empty else chosen
-        curves = [{int(p["iteration"]): p["miou"] for p in c if p.get("miou") is not None} for c in runs.curve]
-        curves = [c for c in curves if c]
-        if not curves:
-            continue
-        its = sorted(set().union(*curves))
-        values = np.array([[c.get(it, np.nan) for it in its] for c in curves], dtype=float)
         color = plt.get_cmap("tab10")(j % 10)
-        ax.plot(its, np.nanmean(values, axis=0), "-o", ms=3, color=color, label=f"{study_label(m)} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(its, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.18, lw=0)
-        schedules |= set(int(v) for v in runs.iters)
+        for runs_all, style, tag in ((chosen, "-o", ""), (longer, "--", ", longer schedule")):
+            if runs_all is None or runs_all.empty:
+                continue
+            runs = runs_all[runs_all.model == m]
+            curves = [{int(p["iteration"]): p["miou"] for p in c if p.get("miou") is not None} for c in runs.curve]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            its = sorted(set().union(*curves))
+            values = np.array([[c.get(it, np.nan) for it in its] for c in curves], dtype=float)
+            ax.plot(its, np.nanmean(values, axis=0), style, ms=3, color=color,
+                    label=f"{study_label(m)} (n={len(curves)}{tag})")
+            if len(curves) > 1:
+                ax.fill_between(its, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.18,
+                                lw=0)
+            schedules |= set(int(v) for v in runs.iters)
     for k, iters in enumerate(sorted(schedules)):
         ax.axvspan(LAST_QUARTER * iters, iters, color="0.93", zorder=0,
-                   label="last quarter of the schedule" if k == 0 else None)
+                   label="last quarter of a schedule" if k == 0 else None)
     if not schedules:
         ax.text(0.5, 0.5, "no learning curves yet", transform=ax.transAxes, ha="center")
     ax.set_xlabel("iteration")

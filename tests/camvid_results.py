@@ -22,7 +22,11 @@ lemore_t_na, lemore_tfl_na  (none)                                         their
 Gains by Welch's t-test (p, 95% interval): +F 5, se sqrt(1/3 + 1/3), t 6.12 on 4 df, p 0.0036, [2.73, 7.27];
 +L -3, t -3.67 on 4 df, p 0.021, [-5.27, -0.73]; +CA 0, t 0, p 1; +NA on T+F+L+CA (T+F+L+CA -> the full row,
 lemore): 42 - 33 = 9, se sqrt(4/3 + 0.5/2), t 7.15 on 2.64 df, p 0.0085 -> holds. LeMoRe also has
-an older, shorter run (``OLD_ITERS``, mIoU 10) that the tables must ignore. Per-class IoU of every run: each class
+an older, shorter run (``OLD_ITERS``, mIoU 10) that the tables must ignore.
+
+The doubling check (``long/metrics``, seed 0 at ``2 * ITERS``, :data:`LONG_RUNS`): LeMoRe 45 (gain 0.3), SegFormer-B0
+44 (gain 0.8), so seed 0's order at ``ITERS`` (SegFormer-B0 45, LeMoRe 40, LR-ASPP 38) changes for that one pair;
+LR-ASPP has no long run (no rank there). Per-class IoU of every run: each class
 at the run's mIoU but sky (mIoU + 10) and pole (1 + seed).
 """
 
@@ -48,6 +52,8 @@ RUNS = {
     "lemore_tfl_ca": [(0, 33.5, 0.4), (1, 32.5, 0.4)],
     "lemore_tf_na": [(0, 36.0, 0.4)],
 }
+#: model -> [(seed, final mIoU, last-quarter gain)] at twice the schedule, in results/camvid/long/
+LONG_RUNS = {"lemore": [(0, 45.0, 0.3)], "segformer_b0": [(0, 44.0, 0.8)]}
 #: model -> (params M, GFLOPs, latency ms, ratio to LR-ASPP) at 360x480
 PROFILE = {
     "lemore": (1.6, 0.9, 20.0, 0.5),
@@ -88,6 +94,9 @@ def make_results(results: Path) -> Path:
         for seed, miou, gain in runs:
             write_run(results, model, seed, miou, gain)
     write_run(results, "lemore", 0, 10.0, 5.0, iters=OLD_ITERS)  # superseded by the longer setting
+    for model, runs in LONG_RUNS.items():
+        for seed, miou, gain in runs:
+            write_run(results / "long", model, seed, miou, gain, iters=2 * ITERS)
     rows = [{"model": m, "input_size": [360, 480], "num_classes": 11, "params_m": p, "gflops": g, "latency_ms": ms,
              "latency_ratio": r, "in_study": True} for m, (p, g, ms, r) in PROFILE.items()]
     protocol = {"cpu": CPU, "what": "ONNX Runtime, 1 thread, batch 1"}

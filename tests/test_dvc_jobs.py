@@ -37,6 +37,15 @@ stages:
     outs:
       - never.txt:
           cache: false
+  staged:
+    cmd: >-
+      python -c "import os, pathlib; p = pathlib.Path('parts.txt'); p.touch();
+      p.write_text(p.read_text() + os.environ.get('LEMORE_STAGE_MINUTES', '-') + ' ');
+      done = len(p.read_text().split()) >= 3; done and pathlib.Path('staged.txt').write_text(p.read_text());
+      raise SystemExit(0 if done else 75)"
+    outs:
+      - staged.txt:
+          cache: false
 """
 
 
@@ -110,3 +119,20 @@ def test_stages_kept_apart_never_overlap(dvc_jobs, repo):
     span = {x: [float(v) for v in (repo / f"out_{x}.txt").read_text().split()[1:]] for x in "abc"}
     assert span["a"][1] <= span["b"][0] or span["b"][1] <= span["a"][0]  # a and b one after the other
     assert span["c"][0] < span["a"][1]  # c beside a: the job that a and b kept waiting took it
+
+
+def test_a_stage_in_timed_processes_runs_again_until_it_finishes(dvc_jobs, repo, capsys):
+    """--stage-minutes: each process gets $LEMORE_STAGE_MINUTES; exit 75 (unfinished) runs the command again, and the
+    stage is recorded once it succeeds. Without the option, 75 is a failure like any other."""
+    assert dvc_jobs.main([str(repo / "dvc.yaml"), "staged", "--stage-minutes", "2.5",
+                          "--log-dir", str(repo / "logs")]) == 0
+    assert (repo / "staged.txt").read_text().split() == ["2.5", "2.5", "2.5"]
+    out = capsys.readouterr().out
+    assert "process 1 ended after" in out and "exit 75 (unfinished: resuming)" in out and "process 3" in out
+    assert sorted(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == ["staged"]
+    (repo / "parts.txt").unlink()
+    (repo / "dvc.lock").unlink()
+    assert dvc_jobs.main([str(repo / "dvc.yaml"), "staged", "--log-dir", str(repo / "logs")]) == 1
+    assert "staged: exit 75" in capsys.readouterr().err and not (repo / "dvc.lock").exists()
+    with pytest.raises(SystemExit):
+        dvc_jobs.main([str(repo / "dvc.yaml"), "staged", "--stage-minutes", "0"])

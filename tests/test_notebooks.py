@@ -129,6 +129,31 @@ def test_finetune_smoke(finetuned, work):
         assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
+def test_finetune_in_timed_processes(work, monkeypatch, capsys):
+    """$LEMORE_STAGE_MINUTES (tools/dvc_jobs.py --stage-minutes): `notebook finetune` trains the run for at most that
+    long and exits 75 while it is unfinished; the call that finishes it runs the notebook, which reports the run
+    without training it again (retrain_finished is turned off once the run is finished)."""
+    from lemore import launch
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv(launch.STAGE_MINUTES_ENV, "1e-9")  # spent before the first iteration ends: one per call
+    out = work / "executed" / "finetune_staged.ipynb"
+    argv = ["notebook", "finetune", str(out), "-p", "smoke", "true", "-p", "model", "lemore",
+            "-p", "data_root", str(work / "synthetic"), "-p", "out_dir", str(work / "staged_runs"),
+            "-p", "results_dir", str(work / "staged_results"), "-p", "retrain_finished", "true"]
+    codes = [launch._cli(argv)]
+    assert codes == [launch.EXIT_UNFINISHED] and not out.exists()
+    codes.append(launch._cli(argv))
+    assert codes == [75, 0] and "run the same command again to resume (exit 75)" in capsys.readouterr().out
+    run = "lemore_2x1-2_synthetic-64x64"
+    staged = json.loads((work / "staged_results" / f"{run}.json").read_text())
+    assert staged["timing"]["resumed_at"] == 1 and staged["timing"]["total"]["iterations"] == 2  # not retrained
+    assert f"run: {run}" in outputs_text(nbformat.read(out, as_version=4))
+    monkeypatch.setenv(launch.STAGE_MINUTES_ENV, "soon")
+    with pytest.raises(ValueError, match="LEMORE_STAGE_MINUTES='soon': give a number of minutes"):
+        launch._cli(argv)
+
+
 def test_profile_smoke(work):
     nb = execute("profile", work)
     prof = json.loads((work / "results" / "profile" / "tables.json").read_text())
@@ -157,7 +182,8 @@ def test_camvid_smoke(work):
     write_weights(results, make_camvid(work / "camvid_study" / "CamVid"))
     nb = execute("camvid", work, results_dir=str(results), n_images=6)
     tabs, figs = results / "tables", results / "figures"
-    for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_per_image"):
+    for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules",
+                 "camvid_per_image"):
         for ext in ("csv", "md", "tex"):
             assert (tabs / f"{name}.{ext}").stat().st_size > 100, name
         assert f"[{name}]({name}.md)" in (tabs / "index.md").read_text()

@@ -295,3 +295,23 @@ def test_the_camvid_report_stage_runs_the_camvid_notebook_with_its_parameters():
     assert set(params["report"]) <= notebook_parameter_names("camvid")
     report = yaml.safe_load((ROOT / "studies/camvid/dvc.yaml").read_text())["stages"]["report"]
     assert "notebook camvid " in report["cmd"] and "notebooks/camvid.ipynb" in report["deps"]
+
+
+def test_the_camvid_doubling_check_trains_seed_0_at_twice_the_schedule():
+    """studies/camvid long@<model>: every study model at seed 0, twice the camvid recipe's iterations, as many
+    evaluations per schedule as the study, into its own folder (results/camvid/long/, never the study's metrics)."""
+    from lemore.config import recipe
+    from lemore.launch import finetune_config
+
+    params = yaml.safe_load((ROOT / "studies/camvid/params.yaml").read_text())
+    t = recipe("camvid").train
+    assert params["long"]["iterations"] == 2 * t.iters
+    cfg = finetune_config("camvid", "lemore", iterations=params["long"]["iterations"],
+                          overrides=params["long"]["overrides"])
+    assert cfg.train.iters // cfg.train.eval_interval == t.iters // t.eval_interval
+    assert params["ablation_seeds"] == params["seeds"] == [0, 1, 2]  # Table 2's rows at the models' three seeds
+    long = yaml.safe_load((ROOT / "studies/camvid/dvc.yaml").read_text())["stages"]["long"]
+    assert long["foreach"] == "${models}"
+    cmd = long["do"]["cmd"]
+    assert "-k iterations=long.iterations -k overrides=long.overrides" in cmd and "-p seed 0" in cmd
+    assert "results/camvid/long/metrics/${item}/seed0" in cmd and "results/camvid/metrics" not in cmd

@@ -262,7 +262,7 @@ def camvid(tmp_path):
 
 def test_camvid_models_table(camvid):
     built = tables.camvid_tables(camvid)
-    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau"]
+    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules"]
     df = built["camvid_models"]
     # sorted by mean val mIoU; the Table 2 variants are not study models; TopFormer-T (never run) last
     assert list(df.registry) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large", "topformer_t"]
@@ -349,6 +349,19 @@ def test_welch_gain_is_scipys_test():
     assert all(math.isnan(v) for v in tables.welch_gain([], after))
     g, *rest = tables.welch_gain([31.0], after)  # one seed: the gain, nothing to test with
     assert g == pytest.approx(np.mean(after) - 31.0) and all(math.isnan(v) for v in rest)
+
+
+def test_camvid_schedules_table(camvid):
+    df = tables.camvid_tables(camvid)["camvid_schedules"].set_index("registry")
+    assert list(df.index) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large"]  # TopFormer-T: no run at all
+    lem, seg, lr = (df.loc[m] for m in ("lemore", "segformer_b0", "lraspp_mobilenet_v3_large"))
+    assert (lem.iters, lem["seed-0 miou"], lem["rank"]) == (800, 40.0, 2)
+    assert (lem["iters (long)"], lem["seed-0 miou (long)"], lem["rank (long)"]) == (1600, 45.0, 1)
+    assert lem["last-quarter gain"] == pytest.approx(0.5) and lem["last-quarter gain (long)"] == pytest.approx(0.3)
+    assert (seg["rank"], seg["rank (long)"]) == (1, 2)
+    assert lr["rank"] == 3 and lr["iters (long)"] == 0 and math.isnan(lr["rank (long)"])
+    assert tables.rank_changes(df) == [("SegFormer-B0", "LeMoRe")]
+    assert tables.camvid_tables(camvid, long_dir=camvid / "nowhere")["camvid_schedules"]["rank (long)"].isna().all()
 
 
 def test_each_gain_switches_one_column_on():

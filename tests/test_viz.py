@@ -174,9 +174,9 @@ def test_ablation_figure(camvid_built, tmp_path):
     ax, ax2 = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == list(built["camvid_ablation"].row)
     notes = [t.get_text() for t in ax.texts]
-    assert notes == ["n=2", "n=2", "n=2", "n=2", "not run", "n=1", "not run", "n=3"]
+    assert notes == ["n=3", "n=3", "n=3", "n=2", "not run", "n=1", "not run", "n=3"]
     seed_dots = sum(len(ln.get_xdata()) for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markersize() < 5)
-    assert seed_dots == 2 + 2 + 2 + 2 + 1 + 3  # every seed of every Table 2 row run
+    assert seed_dots == 3 + 3 + 3 + 2 + 1 + 3  # every seed of every Table 2 row run
     assert list(ax2.get_lines()[0].get_ydata()) == [27.2, 27.6, 29.1, 29.6, 32.2, 32.7, 33.3, 33.5]  # the paper's
     assert viz.save_figure(fig, tmp_path / "a.png").stat().st_size > 20_000
 
@@ -187,13 +187,33 @@ def test_curves_figure(camvid_built, tmp_path):
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["SegFormer-B0 (n=2)", "LeMoRe (n=3)", "LR-ASPP MobileNetV3-L (n=1)",
-                      "last quarter of the schedule"]
+                      "last quarter of a schedule"]
     lemore = ax.get_lines()[1]
     assert list(lemore.get_xdata()) == list(range(100, 801, 100))
     assert lemore.get_ydata()[-1] == pytest.approx(42.0)  # the mean over the seeds
-    shaded = [p for p in ax.patches if p.get_label() == "last quarter of the schedule"]
+    shaded = [p for p in ax.patches if p.get_label() == "last quarter of a schedule"]
     assert len(shaded) == 1 and shaded[0].get_x() == 600  # 3/4 of 800 iterations
     assert viz.save_figure(fig, tmp_path / "c.png").stat().st_size > 20_000
+
+
+def test_curves_figure_with_the_longer_schedule(tmp_path):
+    """The doubling check's seed-0 runs at twice the schedule: dashed, in each model's colour, both last quarters
+    shaded."""
+    import camvid_results
+
+    from lemore import tables
+
+    results = camvid_results.make_results(tmp_path / "results" / "camvid")
+    runs, longer = tables.study_runs(results), tables.study_runs(results / "long")
+    fig = viz.curves_figure(runs, ["segformer_b0", "lemore"], longer=longer)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["SegFormer-B0 (n=2)", "SegFormer-B0 (n=1, longer schedule)", "LeMoRe (n=3)",
+                      "LeMoRe (n=1, longer schedule)", "last quarter of a schedule"]
+    seg, seg_long = ax.get_lines()[:2]
+    assert seg_long.get_linestyle() == "--" and seg_long.get_color() == seg.get_color()
+    assert list(seg_long.get_xdata()) == list(range(200, 1601, 200)) and seg_long.get_ydata()[-1] == 44.0
+    assert sorted(p.get_x() for p in ax.patches) == [600, 1200]  # 3/4 of 800 and of 1600 iterations
 
 
 def test_weights_comparison_picks_by_the_stated_rule(tmp_path, monkeypatch):

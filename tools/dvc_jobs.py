@@ -15,7 +15,11 @@ name, e.g. ``'finetune@*'``; default: every stage), ``--jobs`` at a time:
   ``--apart PATTERN`` never run beside each other (to pair a long stage with short ones: such a stage waits
   for its kind, and the job takes the next other stage meanwhile);
 * a stage that depends on the output of another stage that is not current (and not run here before it) is refused
-  before anything runs: run that one first.
+  before anything runs: run that one first;
+* ``--stage-minutes M`` cuts a long training stage into processes of at most about M minutes: each command runs with
+  ``$LEMORE_STAGE_MINUTES=M`` (``lemore.launch``: the fine-tuning notebook's run trains for at most that long, then
+  exits with status 75, ``EXIT_UNFINISHED``), and a command that exits with 75 runs again at once and resumes from its
+  checkpoint, until it finishes; the run is the same, bit for bit, as one trained in one process.
 
 A failed command is reported with its log and nothing of it is recorded; the other jobs go on; the exit status is 1.
 Each stage's output goes to ``--log-dir/<stage>.log`` (default ``runs/dvc_jobs/``). Interrupted (Ctrl-C), the
@@ -91,8 +95,12 @@ def remove_outs(stage) -> None:
             path.unlink()
 
 
+#: The exit status of a command that stopped at its time limit and resumes when run again (lemore.launch).
+EXIT_UNFINISHED = 75
+
+
 def run_jobs(stages: list, jobs: int, threads: int, log_dir: Path, repo_root: Path,
-             apart: list[str] | None = None) -> list[str]:
+             apart: list[str] | None = None, stage_minutes: float | None = None) -> list[str]:
     """Run ``stages`` ``jobs`` at a time (see the module docstring); the failures, as lines to print."""
     todo = list(stages)
     apart = apart or []
@@ -112,6 +120,8 @@ def run_jobs(stages: list, jobs: int, threads: int, log_dir: Path, repo_root: Pa
     running: dict[str, subprocess.Popen] = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if stage_minutes is not None:
+        env["LEMORE_STAGE_MINUTES"] = f"{stage_minutes:g}"
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def job(k: int) -> None:
@@ -129,11 +139,20 @@ def run_jobs(stages: list, jobs: int, threads: int, log_dir: Path, repo_root: Pa
             print(f"[job {k}] {stage.addressing}: running (log: {log})", flush=True)
             with dvc_call:
                 remove_outs(stage)
-            with open(log, "w") as out:
-                cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)  # a list runs in order
-                proc = subprocess.Popen(cmd, shell=True, cwd=stage.wdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-                running[stage.addressing] = proc
-                rc = proc.wait()
+            cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)  # a list runs in order
+            part, rc = 0, EXIT_UNFINISHED
+            while rc == EXIT_UNFINISHED and (part == 0 or stage_minutes is not None):  # unfinished: resume at once
+                part += 1
+                t0 = time.perf_counter()
+                with open(log, "w" if part == 1 else "a") as out:
+                    proc = subprocess.Popen(cmd, shell=True, cwd=stage.wdir, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+                    running[stage.addressing] = proc
+                    rc = proc.wait()
+                if stage_minutes is not None:
+                    print(f"[job {k}] {stage.addressing}: process {part} ended after "
+                          f"{(time.perf_counter() - t0) / 60:.1f} min, exit {rc}"
+                          + (" (unfinished: resuming)" if rc == EXIT_UNFINISHED else ""), flush=True)
             with take:
                 running.pop(stage.addressing, None)
             if rc:
@@ -173,11 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="threads to share among the jobs (default: the machine's cores)")
     p.add_argument("--apart", nargs="+", default=[], metavar="PATTERN",
                    help="stages (fnmatch) that never run beside each other, e.g. 'finetune@segformer_b0-*'")
+    p.add_argument("--stage-minutes", type=float, default=None, metavar="M",
+                   help="train each stage in processes of at most about M minutes, each resuming the last "
+                        "($LEMORE_STAGE_MINUTES; default: one process per stage)")
     p.add_argument("--log-dir", type=Path, default=ROOT / "runs" / "dvc_jobs")
     p.add_argument("--dry", action="store_true", help="only list the stages it would run, in order")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: use 1 or more")
+    if args.stage_minutes is not None and not args.stage_minutes > 0:
+        p.error(f"--stage-minutes {args.stage_minutes:g}: give a positive number of minutes")
     if not args.dvc_yaml.is_file():
         p.error(f"{args.dvc_yaml}: no such file")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -191,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {s.addressing}", flush=True)
     if args.dry or not stages:
         return 0
-    failed = run_jobs(stages, args.jobs, threads, args.log_dir, repo_root, args.apart)
+    failed = run_jobs(stages, args.jobs, threads, args.log_dir, repo_root, args.apart, args.stage_minutes)
     if failed:
         print("failed:\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0

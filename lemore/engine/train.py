@@ -115,7 +115,7 @@ RESUMABLE_KEYS = ("train.eval_interval", "train.ckpt_interval", "train.log_inter
 
 def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
           results_dir: str | os.PathLike | None = None, restart_finished: bool = False,
-          stop_at: int | None = None) -> Path:
+          stop_at: int | None = None, stop_after_s: float | None = None) -> Path:
     """Train ``cfg.model.name`` on ``cfg.data.dataset`` with ``cfg.train``'s schedule; resume if interrupted.
 
     Args:
@@ -129,6 +129,9 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         stop_at: train only up to this iteration of the schedule (``0 < stop_at < train.iters``), checkpoint there and
             return without the final evaluation; calling ``train`` again resumes, and the run is exactly that of one
             call. A long run cut into stages that each fit a time limit (``--stop-at``).
+        stop_after_s: the same, at the first iteration that ends this many seconds after the call began (data
+            loading included); the run goes on to its end if it gets there first. Not with DDP (the ranks would
+            have to agree on the iteration).
 
     Returns:
         The run directory.
@@ -142,6 +145,7 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         WriteError: the run or results folder is not writable or too full (before training), or a checkpoint
             write failed (the previous ``last.pt`` is intact).
     """
+    t_call = time.perf_counter()
     validate(cfg)
     t = cfg.train
     keep_freed_memory()  # the allocator reuses freed activations instead of faulting in fresh pages (lemore.system)
@@ -159,6 +163,10 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
         micro = t.batch_size // (world * t.accum_steps)  # per-process micro-batch
         if stop_at is not None and not 0 < stop_at <= t.iters:
             raise ConfigValueError(f"stop_at={stop_at} must be between 1 and train.iters={t.iters}")
+        if stop_after_s is not None and not stop_after_s > 0:
+            raise ConfigValueError(f"stop_after_s={stop_after_s} must be a positive number of seconds")
+        if stop_after_s is not None and world > 1:
+            raise ConfigValueError(f"stop_after_s is for one process; this run has {world} (DDP): use stop_at")
         end = t.iters if stop_at is None else stop_at  # this call trains up to `end`
         run_name = cfg.run_name(world)
         run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / run_name
@@ -357,6 +365,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
             it += 1
             loss_window.append(loss_value)
             pbar.update(1)
+            if stop_after_s is not None and it < end and time.perf_counter() - t_call >= stop_after_s:
+                end = it  # out of time: checkpoint here and return, as stop_at does
 
             if it % t.log_interval == 0 or it == t.iters:
                 dt = time.perf_counter() - t_last
@@ -377,7 +387,8 @@ def train(cfg: RunCfg, *, run_dir: str | os.PathLike | None = None,
                 checkpoint(it)
         pbar.close()
         if end < t.iters:  # a stage of the run: the rest resumes from last.pt
-            log.info("stopped at iteration %d / %d (stop_at); %s resumes from %s", it, t.iters, run_dir, ckpt_path)
+            log.info("stopped at iteration %d / %d (%s); %s resumes from %s", it, t.iters,
+                     "stop_at" if stop_at == end else f"stop_after_s={stop_after_s:g}", run_dir, ckpt_path)
             if master:
                 tracker.offset()
             tracker.finish()
@@ -839,11 +850,13 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
                         "still resumes)")
     p.add_argument("--stop-at", type=int, default=None, metavar="ITER",
                    help="train up to this iteration, checkpoint and exit (a stage of a long run; run again to resume)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                   help="the same at the first iteration that ends this many minutes after the start")
 
 
 def cli_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cfg = load(args.config, dataset=args.dataset, overrides=args.set)
     train(cfg, run_dir=args.run_dir, results_dir=args.results_dir, restart_finished=args.restart_finished,
-          stop_at=args.stop_at)
+          stop_at=args.stop_at, stop_after_s=None if args.stop_after is None else args.stop_after * 60)
     return 0

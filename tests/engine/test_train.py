@@ -336,6 +336,28 @@ def test_a_run_trained_in_stages_is_the_run_trained_at_once(tiny_cfg, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_run_cut_by_a_time_limit_is_the_run_trained_at_once(tiny_cfg, tmp_path):
+    """stop_after_s stops at the first iteration past the limit (here every call: a limit already spent when the
+    loop starts), checkpoints there and returns; calls that resume give the run of one call, bit for bit."""
+    cfg = tiny_cfg(**{"train.iters": 5, "train.eval_interval": 2, "train.ckpt_interval": 4})
+    once = T.train(cfg, run_dir=tmp_path / "once")
+    staged = tmp_path / "staged"
+    stops = []
+    while not (staged / "metrics.json").exists():
+        T.train(cfg, run_dir=staged, stop_after_s=1e-9)
+        stops.append(load_checkpoint(staged / "last.pt")["iteration"])
+    assert stops == [1, 2, 3, 4, 5]  # one iteration per call; the last call ends the run
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (once, staged))
+    assert a["metrics"] == b["metrics"] and a["curve"] == b["curve"] and _losses(once) == _losses(staged)
+    _assert_same_weights(once / "model.pt", staged / "model.pt")
+    T.train(cfg, run_dir=tmp_path / "roomy", stop_after_s=3600)  # a limit never reached: the whole run
+    assert json.loads((tmp_path / "roomy" / "metrics.json").read_text())["metrics"] == a["metrics"]
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=f"stop_after_s={bad} must be a positive number of seconds"):
+            T.train(cfg, run_dir=tmp_path / "bad", stop_after_s=bad)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_restart_finished_trains_again_but_an_unfinished_run_resumes(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg(**{"train.iters": 4, "train.ckpt_interval": 2})
     straight = T.train(cfg, run_dir=tmp_path / "straight")
