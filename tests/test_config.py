@@ -143,6 +143,16 @@ def test_explicit_overrides_beat_the_family_recipe_and_the_notebook_gets_it():
     launch.check_choices(model="lraspp_mobilenet_v3_large_reduced")
 
 
+def test_a_searched_learning_rate_never_hides_a_published_recipe_and_yields_to_overrides():
+    for dataset, per_model in config.SEARCHED_LRS.items():
+        assert dataset in config.DATASET_NAMES
+        for model, lr in per_model.items():
+            assert config.family_recipe(dataset, model) is None, (dataset, model)  # project's own, not published
+            assert config.recipe(dataset, model).train.lr == lr
+            assert config.load(dataset=dataset, overrides={"model.name": model, "train.lr": 3e-3}).train.lr == 3e-3
+    assert config.recipe("camvid", "lemore").train == config.recipe("camvid").train  # LeMoRe: the recipe's own
+
+
 def test_new_train_keys_are_checked():
     with pytest.raises(ValueError, match="train.optimizer='adam'.*'adamw', 'sgd'"):
         config.load(overrides={"train.optimizer": "adam"})

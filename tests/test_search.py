@@ -108,6 +108,29 @@ def test_the_learning_rate_rule(search, monkeypatch, tmp_path):
     assert lrs["n"]["chosen"] == 2e-3  # a tie goes to the smaller learning rate
 
 
+def test_the_camvid_recipe_is_what_the_second_search_chose(search):
+    """lemore.config's camvid recipe is search 2's outcome: the crop and random resize its grid ran with, and for
+    each study model the learning rate its rule chose from the committed results (LeMoRe's for every LeMoRe row)."""
+    import yaml
+
+    from lemore.config import SEARCHED_LRS, recipe
+
+    spec = search.load_file(SPECS[1])
+    chosen = {model: entry["chosen"] for model, entry in search.chosen_lrs(spec).items()}
+    study = yaml.safe_load((ROOT / "studies/camvid/params.yaml").read_text())
+    assert set(study["models"]) <= set(chosen) and None not in chosen.values(), chosen  # every grid complete
+    for model in study["models"]:
+        assert recipe("camvid", model).train.lr == chosen[model], model
+    for row in study["ablation_models"]:
+        assert recipe("camvid", row).train.lr == chosen["lemore"], row
+    assert set(SEARCHED_LRS["camvid"]) - set(chosen) == {"lraspp_mobilenet_v3_large_reduced"}  # not searched
+    d = recipe("camvid").data
+    for run in spec["runs"]:
+        if run.get("grid"):
+            assert [list(d.crop_size), list(d.ratio_range)] == [run["set"]["data.crop_size"],
+                                                                run["set"]["data.ratio_range"]], run["name"]
+
+
 def test_summary_marks_runs_without_results(search, monkeypatch, tmp_path):
     monkeypatch.setattr(search, "ROOT", tmp_path)
     spec = {"runs": [{"name": "x", "model": "lemore"}, {"name": "y", "model": "lemore", "stopped": True},
