@@ -155,13 +155,14 @@ def _read_json(path: Path) -> Any:
 def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """One row per fine-tuning results JSON under ``<results_dir>/metrics`` (searched recursively).
 
-    Columns: run_name, dataset, model, iters, batch_size, crop, seed, miou, aacc, macc, miou59, miou60, num_images,
-    params_m, checkpoint, path, per_class_iou (a dict), pretrained (the initialisation, "" = from scratch), curve (the
-    validation evaluations during training, ``[{"iteration", "miou", ...}]``, empty for runs that predate it) and
-    timing (a dict). Empty (with these columns) when there is no run yet.
+    Columns: run_name, dataset, model, iters, batch_size, crop, lr (the peak learning rate), seed, miou, aacc, macc,
+    miou59, miou60, num_images, params_m, checkpoint, path, per_class_iou (a dict), pretrained (the initialisation,
+    "" = from scratch), curve (the validation evaluations during training, ``[{"iteration", "miou", ...}]``, empty
+    for runs that predate it) and timing (a dict). Empty (with these columns) when there is no run yet.
     """
-    cols = ["run_name", "dataset", "model", "iters", "batch_size", "crop", "seed", "miou", "aacc", "macc", "miou59",
-            "miou60", "num_images", "params_m", "checkpoint", "path", "per_class_iou", "pretrained", "curve", "timing"]
+    cols = ["run_name", "dataset", "model", "iters", "batch_size", "crop", "lr", "seed", "miou", "aacc", "macc",
+            "miou59", "miou60", "num_images", "params_m", "checkpoint", "path", "per_class_iou", "pretrained", "curve",
+            "timing"]
     rows = []
     for path in sorted(Path(results_dir, "metrics").rglob("*.json")):
         obj = _read_json(path)
@@ -172,13 +173,14 @@ def load_runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
         rows.append(dict(
             run_name=obj.get("run_name", path.stem), dataset=cfg["data"]["dataset"], model=cfg["model"]["name"],
             iters=obj.get("iteration", cfg["train"]["iters"]), batch_size=cfg["train"]["batch_size"],
-            crop=f"{h}x{w}", seed=int(cfg["train"].get("seed", 0)), miou=m.get("miou"), aacc=m.get("aacc"),
-            macc=m.get("macc"), miou59=m.get("miou59"), miou60=m.get("miou60"), num_images=m.get("num_images"),
+            crop=f"{h}x{w}", lr=cfg["train"].get("lr"), seed=int(cfg["train"].get("seed", 0)), miou=m.get("miou"),
+            aacc=m.get("aacc"), macc=m.get("macc"), miou59=m.get("miou59"), miou60=m.get("miou60"),
+            num_images=m.get("num_images"),
             params_m=obj.get("params_m"), checkpoint=obj.get("checkpoint"), path=str(path),
             per_class_iou=m.get("per_class_iou") or {}, pretrained=obj.get("pretrained") or cfg["model"].get(
                 "pretrained") or "", curve=obj.get("curve") or [], timing=obj.get("timing") or {}))
     df = pd.DataFrame(rows, columns=cols)
-    for c in ("miou", "aacc", "macc", "miou59", "miou60", "params_m"):
+    for c in ("lr", "miou", "aacc", "macc", "miou59", "miou60", "params_m"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
 
@@ -458,11 +460,12 @@ ABLATION_GAINS = (
 FROM_SCRATCH = "from scratch, no ImageNet weights"
 CAMVID_CAPTIONS = {
     "camvid_models": "CamVid (SegNet's 11 classes, 360x480), every model trained from scratch (no ImageNet weights) "
-                     "with the same recipe, several seeds each: val mIoU = mean over the seeds, std = their sample "
-                     "standard deviation, n = seeds; per-class IoU = mean over the seeds. Params, GFLOPs (fvcore "
-                     "MACs) and latency (ONNX Runtime, 1 thread, batch 1) for a 360x480 frame from profile.json (run at: padded to a "
-                     "multiple of 64 for the models whose exported graph needs it); latency ratio "
-                     "= the model's time over LR-ASPP MobileNetV3-Large's in the same run. Last-quarter gain: mIoU "
+                     "with the same recipe but the learning rate, each model at its best of one declared grid "
+                     "(lemore.config.SEARCHED_LRS; lr = the peak rate its runs used), several seeds each: val mIoU = "
+                     "mean over the seeds, std = their sample standard deviation, n = seeds; per-class IoU = mean "
+                     "over the seeds. Params, GFLOPs (fvcore MACs) and latency (ONNX Runtime, 1 thread, batch 1) "
+                     "for a 360x480 frame from profile.json (run at: padded to a multiple of 64 for the models whose "
+                     "exported graph needs it); latency ratio = the model's time over LR-ASPP MobileNetV3-Large's in the same run. Last-quarter gain: mIoU "
                      "at the end minus at 3/4 of the schedule, mean over the seeds. The ADE20K column is what its "
                      "source published (ImageNet-pretrained, ADE20K 512x512), not measured here. Empty = not run",
     "camvid_ablation": "The rows of the paper's Table 2 on CamVid: the switches, the paper's params, GFLOPs and ADE20K "
@@ -479,6 +482,10 @@ CAMVID_CAPTIONS = {
     "camvid_schedules": "The plateau rule's doubling check: seed 0 of every model at the study's schedule and at twice "
                         "it (results/camvid/long/), its final val mIoU, last-quarter gain and rank (1 = best) at each; "
                         "empty = not run at that schedule",
+    "camvid_times": "What each run cost, from the timing its results file records (the machine: docs/camvid.md): "
+                    "minutes of training and of the validation passes, over every process of a stage cut into "
+                    "resumed ones; threads = the run's torch threads; core-minutes = minutes x threads; the last "
+                    "row sums them",
     "camvid_per_image": "How the visual comparison picks its images: per-image val mIoU (classes in the image's "
                         "ground truth or prediction) of the seed-0 weights of both models, ranked by their "
                         "difference; `shown` = the figure's row (evenly spaced quantiles of the ranking)",
@@ -628,11 +635,13 @@ def study_models_table(chosen: pd.DataFrame, profile: pd.DataFrame, models: Sequ
         prof = profile[profile.model == m] if not profile.empty else profile
         p = prof.iloc[-1] if len(prof) else None
         inits = sorted(set(chosen[chosen.model == m].pretrained)) if not chosen.empty else []  # "": from scratch
+        lrs = sorted(set(chosen[chosen.model == m].lr.dropna())) if not chosen.empty else []
         ade, source = published.get(m, (math.nan, ""))
         row: dict[str, Any] = {
             "model": display_name(m), "val miou": r.miou if r is not None else math.nan,
             "val miou std": r.miou_std if r is not None else math.nan, "n": int(r.n) if r is not None else 0,
-            "seeds": r.seeds if r is not None else ""}
+            "seeds": r.seeds if r is not None else "",
+            "lr": ", ".join(f"{x:g}" for x in lrs)}  # one per model unless its seeds ran at different rates
         for c in classes:
             row[f"iou {c}"] = r.per_class_iou.get(c, math.nan) if r is not None else math.nan
         row.update({
@@ -646,8 +655,8 @@ def study_models_table(chosen: pd.DataFrame, profile: pd.DataFrame, models: Sequ
             "initialisation": "; ".join(f"pretrained: {i}" if i else FROM_SCRATCH for i in inits),
             "registry": m})
         rows.append(row)
-    cols = ["model", "val miou", "val miou std", "n", "seeds", *[f"iou {c}" for c in classes], "run at", "params_m",
-            f"gflops ({size})", f"latency_ms ({size})", "latency ratio to LR-ASPP", "last-quarter gain",
+    cols = ["model", "val miou", "val miou std", "n", "seeds", "lr", *[f"iou {c}" for c in classes], "run at",
+            "params_m", f"gflops ({size})", f"latency_ms ({size})", "latency ratio to LR-ASPP", "last-quarter gain",
             "ade20k miou (published)", "ade20k source (published)", "initialisation", "registry"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values("val miou", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
@@ -719,6 +728,41 @@ def study_schedule_table(chosen: pd.DataFrame, longer: pd.DataFrame, models: Seq
     return df[cols]
 
 
+def study_times_table(chosen: pd.DataFrame, longer: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
+    """What each run of a study cost, from the ``timing`` its results file records: one row per run named by its
+    stage of studies/camvid/dvc.yaml (``finetune@<model>-<seed>``, ``ablation@<row>-<seed>``, ``long@<model>``),
+    the study's models in ``order`` first, then Table 2's rows, then the long runs; the minutes of the training loop
+    and of the validation passes over all the processes the run took (a stage cut into resumed processes counts
+    each once), the threads it ran at and its core-minutes (minutes x threads); a last row sums them."""
+    cols = ["stage", "model", "seed", "iters", "train minutes", "eval minutes", "minutes", "threads", "core-minutes"]
+    rows = []
+    for kind, runs in (("", chosen), ("long", longer)):
+        if runs.empty:
+            continue
+        present = list(dict.fromkeys(runs.model))
+        table2 = [m for m in ablation_order() if m in present and m != "lemore"]
+        models = [m for m in order if m in present] + [m for m in present if m not in order and m not in table2]
+        for m in models + [m for m in table2 if m not in models]:
+            for r in runs[runs.model == m].sort_values("seed").itertuples(index=False):
+                total = r.timing.get("total", r.timing) if isinstance(r.timing, dict) else {}
+                if "loop_s" not in total:
+                    continue  # a run that predates the timing record
+                stage = (f"long@{m}" if kind else
+                         f"{'ablation' if m in table2 else 'finetune'}@{m}-{r.seed}")
+                train, ev = total["loop_s"] / 60, total.get("eval_s", 0.0) / 60
+                threads = int(r.timing.get("threads") or 0)
+                rows.append({"stage": stage, "model": study_label(m), "seed": str(r.seed), "iters": int(r.iters),
+                             "train minutes": train, "eval minutes": ev, "minutes": train + ev,
+                             "threads": threads or math.nan, "core-minutes": (train + ev) * threads or math.nan})
+    df = pd.DataFrame(rows, columns=cols)
+    if len(df):
+        total = {"stage": "total", "model": "", "seed": "", "iters": int(df.iters.sum()),
+                 **{c: float(df[c].sum()) for c in ("train minutes", "eval minutes", "minutes", "core-minutes")},
+                 "threads": math.nan}
+        df = pd.concat([df, pd.DataFrame([total], columns=cols)], ignore_index=True)
+    return df
+
+
 def rank_changes(schedules: pd.DataFrame) -> list[tuple[str, str]]:
     """The pairs of models (display names, the one ahead at the study's schedule first) whose order is the other way
     round at the longer schedule (:func:`study_schedule_table`); pairs missing a value at either are skipped."""
@@ -782,8 +826,9 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     ``camvid_models`` (:func:`study_models_table`; ``models`` default: :func:`study_models`), ``camvid_ablation``
     (:func:`study_ablation_table`), ``camvid_gains`` (:func:`study_gains_table`) and ``camvid_plateau``
     (:func:`study_plateau_table`), and ``camvid_schedules`` (:func:`study_schedule_table`) with the seed-0 runs at the
-    longer schedule from ``<long_dir>/metrics`` (default ``<results_dir>/long``). Rows without runs keep empty cells;
-    nothing is filled in from the papers.
+    longer schedule from ``<long_dir>/metrics`` (default ``<results_dir>/long``), and ``camvid_times``
+    (:func:`study_times_table`: every run's minutes). Rows without runs keep empty cells; nothing is filled in from
+    the papers.
     """
     from lemore.config import recipe
     from lemore.data import DATASETS
@@ -797,12 +842,13 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     size = profile["size"].iloc[0] if not profile.empty else f"{min(d.scale)}x{max(d.scale)}"
     table = study_models_table(chosen, profile, models, DATASETS[dataset].CLASSES, size)
     ablation = study_ablation_table(chosen, dataset)
+    longer = study_runs(Path(results_dir, "long") if long_dir is None else long_dir, dataset)
     return {f"{dataset}_models": table, f"{dataset}_ablation": ablation,
             f"{dataset}_gains": study_gains_table(ablation, chosen, dataset),
             f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else []),
             f"{dataset}_schedules": study_schedule_table(
-                chosen, study_runs(Path(results_dir, "long") if long_dir is None else long_dir, dataset),
-                list(table.registry) if len(table) else [])}
+                chosen, longer, list(table.registry) if len(table) else []),
+            f"{dataset}_times": study_times_table(chosen, longer, list(table.registry) if len(table) else [])}
 
 
 def write_camvid_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
@@ -812,7 +858,9 @@ def write_camvid_tables(built: dict[str, pd.DataFrame], out_dir: str | os.PathLi
              "Built by `notebooks/camvid.ipynb` from `results/camvid/` only: the runs' results files (`metrics/`), "
              "the profile at 360x480 (`profile.json`) and, for the visual comparison, the seed-0 weights "
              "(`weights/`) on the CamVid val images. Every model is trained "
-             "from scratch (no ImageNet weights) with the same recipe. Columns marked `(paper)` or `(published)` are "
+             "from scratch (no ImageNet weights) with the same recipe but the learning rate: each model at its best "
+             "of one declared grid (lemore.config.SEARCHED_LRS, chosen on val by studies/camvid/search.py); Table 2's "
+             "rows all at LeMoRe's. Columns marked `(paper)` or `(published)` are "
              "ADE20K figures from the papers, for reference; `(ours)` and the unmarked accuracy columns are "
              "measured here on CamVid val. Empty cells: not run.", ""]
     for name, df in built.items():

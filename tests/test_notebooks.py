@@ -183,7 +183,7 @@ def test_camvid_smoke(work):
     nb = execute("camvid", work, results_dir=str(results), n_images=6)
     tabs, figs = results / "tables", results / "figures"
     for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules",
-                 "camvid_per_image"):
+                 "camvid_times", "camvid_per_image"):
         for ext in ("csv", "md", "tex"):
             assert (tabs / f"{name}.{ext}").stat().st_size > 100, name
         assert f"[{name}]({name}.md)" in (tabs / "index.md").read_text()

@@ -262,7 +262,8 @@ def camvid(tmp_path):
 
 def test_camvid_models_table(camvid):
     built = tables.camvid_tables(camvid)
-    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules"]
+    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules",
+                           "camvid_times"]
     df = built["camvid_models"]
     # sorted by mean val mIoU; the Table 2 variants are not study models; TopFormer-T (never run) last
     assert list(df.registry) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large", "topformer_t"]
@@ -281,6 +282,9 @@ def test_camvid_models_table(camvid):
     assert (lem["ade20k miou (published)"], lem["ade20k source (published)"]) == (33.5, "LeMoRe paper, Table 1")
     assert seg["ade20k miou (published)"] == 37.4
     assert lem.initialisation == tables.FROM_SCRATCH == "from scratch, no ImageNet weights"
+    # each model at the learning rate its runs used: the camvid recipe's searched rates
+    assert (lem.lr, seg.lr, lr.lr, top.lr) == ("0.004", "0.001", "0.002", "")
+    assert "SEARCHED_LRS" in tables.CAMVID_CAPTIONS["camvid_models"]
     # a model without runs: empty accuracy cells, its measured cost and the published figure only
     assert top.n == 0 and top.seeds == "" and top.initialisation == ""
     assert all(math.isnan(top[c]) for c in ("val miou", "val miou std", "iou sky", "last-quarter gain"))
@@ -362,6 +366,25 @@ def test_camvid_schedules_table(camvid):
     assert lr["rank"] == 3 and lr["iters (long)"] == 0 and math.isnan(lr["rank (long)"])
     assert tables.rank_changes(df) == [("SegFormer-B0", "LeMoRe")]
     assert tables.camvid_tables(camvid, long_dir=camvid / "nowhere")["camvid_schedules"]["rank (long)"].isna().all()
+
+
+def test_camvid_times_table(camvid):
+    times = tables.camvid_tables(camvid)["camvid_times"]
+    # every run that stands for its model (not the older 400-iteration one), the study's models in the models
+    # table's order, then Table 2's rows in the paper's order, then the long runs; each run 10 s + 1 s at 2 threads
+    assert list(times.stage) == [
+        "finetune@segformer_b0-0", "finetune@segformer_b0-1", "finetune@lemore-0", "finetune@lemore-1",
+        "finetune@lemore-2", "finetune@lraspp_mobilenet_v3_large-0", *[f"ablation@{m}-{s}" for m, n in (
+            ("lemore_t", 3), ("lemore_tf", 3), ("lemore_tfl", 3), ("lemore_tfl_ca", 2), ("lemore_tf_na", 1))
+            for s in range(n)], "long@segformer_b0", "long@lemore", "total"]
+    runs = times.iloc[:-1]
+    assert runs["minutes"].tolist() == pytest.approx([11 / 60] * len(runs))
+    assert runs["core-minutes"].tolist() == pytest.approx([22 / 60] * len(runs)) and (runs.threads == 2).all()
+    assert runs[runs.stage.str.startswith("long@")].iters.tolist() == [1600, 1600]
+    total = times.iloc[-1]
+    assert total["minutes"] == pytest.approx(11 / 60 * len(runs)) and total["eval minutes"] == pytest.approx(
+        len(runs) / 60)
+    assert tables.camvid_tables(camvid / "nowhere")["camvid_times"].empty
 
 
 def test_each_gain_switches_one_column_on():
