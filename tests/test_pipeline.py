@@ -315,3 +315,17 @@ def test_the_camvid_doubling_check_trains_seed_0_at_twice_the_schedule():
     cmd = long["do"]["cmd"]
     assert "-k iterations=long.iterations -k overrides=long.overrides" in cmd and "-p seed 0" in cmd
     assert "results/camvid/long/metrics/${item}/seed0" in cmd and "results/camvid/metrics" not in cmd
+
+
+def test_the_long_runs_weights_stay_beside_the_study():
+    """studies/camvid long_weights@<model>: LeMoRe's long run gets its own weights file under results/camvid/long/,
+    never results/camvid/weights/ (the study's seed-0 weights, which the report reads)."""
+    params = yaml.safe_load((ROOT / "studies/camvid/params.yaml").read_text())
+    assert params["long_weights"] == ["lemore"] and set(params["long_weights"]) <= set(params["models"])
+    stages = yaml.safe_load((ROOT / "studies/camvid/dvc.yaml").read_text())["stages"]
+    lw = stages["long_weights"]["do"]
+    assert "python -m lemore.study weights results/camvid/long/metrics/${item}/seed0" in lw["cmd"]
+    outs = [next(iter(o)) for o in lw["outs"]]
+    assert outs == ["results/camvid/long/weights/${item}.safetensors",
+                    "results/camvid/long/weights/${item}.safetensors.json"]
+    assert not any(d.startswith("results/camvid/long") for d in stages["report"]["deps"] if "weights" in d)
