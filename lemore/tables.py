@@ -476,6 +476,12 @@ CAMVID_CAPTIONS = {
                     "scipy.stats.ttest_ind with equal_var=False). Verdict: holds = p < 0.05 and our gain has the "
                     "paper's sign; reversed = p < 0.05 and the opposite sign; undecided = p >= 0.05; one seed = a "
                     "row with one seed (nothing to test); empty = a row not run",
+    "camvid_pairs": "LeMoRe against each other study model on CamVid val: the difference of the mean val mIoU "
+                    "(LeMoRe minus the model; n = seeds of each), its 95% interval and p from Welch's t-test "
+                    "(scipy.stats.ttest_ind with equal_var=False); verdict: LeMoRe ahead or behind = p < 0.05, "
+                    "undecided = p >= 0.05 (no difference the seeds can resolve), one seed = nothing to test; "
+                    "latency ratio = LeMoRe's ONNX Runtime time over the model's at the profile's size "
+                    "(below 1: LeMoRe faster)",
     "camvid_plateau": "Learning curves: val mIoU at every evaluation of each run (model, seed), and the last-quarter "
                       "gain (mIoU at the end minus at 3/4 of the schedule); per model a `mean` row (means over its "
                       f"seeds) with plateau = yes when its mean gain is below {PLATEAU_GAIN:.1f} mIoU point",
@@ -702,6 +708,40 @@ def study_gains_table(ablation: pd.DataFrame, chosen: pd.DataFrame, dataset: str
     return pd.DataFrame(rows)
 
 
+def study_pairs_table(chosen: pd.DataFrame, models_table: pd.DataFrame, size: str, reference: str = "lemore"
+                      ) -> pd.DataFrame:
+    """``reference`` against each other model of ``models_table`` (:func:`study_models_table`, in its order): the
+    difference of the mean val mIoU (reference minus the model), its 95% interval and p from Welch's t-test over the
+    seeds (:func:`welch_gain`), a verdict (``"<reference> ahead"`` / ``"<reference> behind"``: p < :data:`GAIN_ALPHA`;
+    ``"undecided"``: p >= it; ``"one seed"``: a side with one seed; ``""``: a side not run), and the latency ratio
+    (the reference's time over the model's, the models table's ``latency_ms (<size>)``). Empty when the reference has
+    no row."""
+    cols = ["model", "registry", "n (model, reference)", "val miou", "difference (reference - model)", "95% ci low",
+            "95% ci high", "welch p", "verdict", "latency ratio (reference / model)"]
+    rows_by = models_table.set_index("registry") if len(models_table) else models_table
+    if reference not in getattr(rows_by, "index", ()):
+        return pd.DataFrame(columns=cols)
+    ref = rows_by.loc[reference]
+    seeds = {m: chosen[chosen.model == m].miou.astype(float).dropna().tolist() if not chosen.empty else []
+             for m in models_table.registry}
+    name = display_name(reference)
+    rows = []
+    for m, row in rows_by.iterrows():
+        if m == reference:
+            continue
+        diff, low, high, p = welch_gain(seeds[m], seeds[reference])
+        if not math.isfinite(diff) or not math.isfinite(p):
+            verdict = "" if not math.isfinite(diff) else "one seed"
+        else:
+            verdict = "undecided" if p >= GAIN_ALPHA else f"{name} {'ahead' if diff > 0 else 'behind'}"
+        lat = ref[f"latency_ms ({size})"], row[f"latency_ms ({size})"]
+        rows.append({"model": row["model"], "registry": m, "n (model, reference)": f"{len(seeds[m])}, "
+                     f"{len(seeds[reference])}", "val miou": row["val miou"], "difference (reference - model)": diff,
+                     "95% ci low": low, "95% ci high": high, "welch p": p, "verdict": verdict,
+                     "latency ratio (reference / model)": lat[0] / lat[1] if lat[1] else math.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def study_schedule_table(chosen: pd.DataFrame, longer: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
     """The doubling check of the plateau rule: seed 0 of each of ``models`` at the study's schedule (``chosen``) and
     at the longer one (``longer``, :func:`study_runs` of the long runs' folder): final val mIoU, last-quarter gain and
@@ -728,6 +768,16 @@ def study_schedule_table(chosen: pd.DataFrame, longer: pd.DataFrame, models: Seq
     return df[cols]
 
 
+def _study_order(runs: pd.DataFrame, order: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The models that have runs in ``runs``: those in ``order`` first, then the other study models (as they come),
+    then Table 2's variants in the paper's order; and the variants among them (the full row, ``lemore``, is a study
+    model, not a variant)."""
+    present = list(dict.fromkeys(runs.model))
+    table2 = [m for m in ablation_order() if m in present and m != "lemore"]
+    models = [m for m in order if m in present] + [m for m in present if m not in order and m not in table2]
+    return models + [m for m in table2 if m not in models], table2
+
+
 def study_times_table(chosen: pd.DataFrame, longer: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
     """What each run of a study cost, from the ``timing`` its results file records: one row per run named by its
     stage of studies/camvid/dvc.yaml (``finetune@<model>-<seed>``, ``ablation@<row>-<seed>``, ``long@<model>``),
@@ -739,10 +789,8 @@ def study_times_table(chosen: pd.DataFrame, longer: pd.DataFrame, order: Sequenc
     for kind, runs in (("", chosen), ("long", longer)):
         if runs.empty:
             continue
-        present = list(dict.fromkeys(runs.model))
-        table2 = [m for m in ablation_order() if m in present and m != "lemore"]
-        models = [m for m in order if m in present] + [m for m in present if m not in order and m not in table2]
-        for m in models + [m for m in table2 if m not in models]:
+        models, table2 = _study_order(runs, order)
+        for m in models:
             for r in runs[runs.model == m].sort_values("seed").itertuples(index=False):
                 total = r.timing.get("total", r.timing) if isinstance(r.timing, dict) else {}
                 if "loop_s" not in total:
@@ -779,10 +827,7 @@ def study_plateau_table(chosen: pd.DataFrame, order: Sequence[str] = ()) -> pd.D
     plateau = f"plateau (< {PLATEAU_GAIN:.1f})"
     if chosen.empty:
         return pd.DataFrame(columns=["model", "registry", "seed", "iters", "last-quarter gain", plateau])
-    present = list(dict.fromkeys(chosen.model))
-    table2 = [m for m in ablation_order() if m in present]
-    models = [m for m in order if m in present] + [m for m in present if m not in order and m not in table2]
-    models += [m for m in table2 if m not in models]
+    models, _ = _study_order(chosen, order)
     its = sorted({int(p["iteration"]) for c in chosen.curve for p in c})
     rows = []
     for m in models:
@@ -824,7 +869,8 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     """The CamVid study's tables, from ``<results_dir>/metrics`` (every run) and ``<results_dir>/profile.json``.
 
     ``camvid_models`` (:func:`study_models_table`; ``models`` default: :func:`study_models`), ``camvid_ablation``
-    (:func:`study_ablation_table`), ``camvid_gains`` (:func:`study_gains_table`) and ``camvid_plateau``
+    (:func:`study_ablation_table`), ``camvid_gains`` (:func:`study_gains_table`), ``camvid_pairs``
+    (:func:`study_pairs_table`: LeMoRe against each other model) and ``camvid_plateau``
     (:func:`study_plateau_table`), and ``camvid_schedules`` (:func:`study_schedule_table`) with the seed-0 runs at the
     longer schedule from ``<long_dir>/metrics`` (default ``<results_dir>/long``), and ``camvid_times``
     (:func:`study_times_table`: every run's minutes). Rows without runs keep empty cells; nothing is filled in from
@@ -845,6 +891,7 @@ def camvid_tables(results_dir: str | os.PathLike = "results/camvid", models: Seq
     longer = study_runs(Path(results_dir, "long") if long_dir is None else long_dir, dataset)
     return {f"{dataset}_models": table, f"{dataset}_ablation": ablation,
             f"{dataset}_gains": study_gains_table(ablation, chosen, dataset),
+            f"{dataset}_pairs": study_pairs_table(chosen, table, size),
             f"{dataset}_plateau": study_plateau_table(chosen, list(table.registry) if len(table) else []),
             f"{dataset}_schedules": study_schedule_table(
                 chosen, longer, list(table.registry) if len(table) else []),

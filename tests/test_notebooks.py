@@ -182,8 +182,8 @@ def test_camvid_smoke(work):
     write_weights(results, make_camvid(work / "camvid_study" / "CamVid"))
     nb = execute("camvid", work, results_dir=str(results), n_images=6)
     tabs, figs = results / "tables", results / "figures"
-    for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules",
-                 "camvid_times", "camvid_per_image"):
+    for name in ("camvid_models", "camvid_ablation", "camvid_gains", "camvid_pairs", "camvid_plateau",
+                 "camvid_schedules", "camvid_times", "camvid_per_image"):
         for ext in ("csv", "md", "tex"):
             assert (tabs / f"{name}.{ext}").stat().st_size > 100, name
         assert f"[{name}]({name}.md)" in (tabs / "index.md").read_text()

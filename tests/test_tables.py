@@ -262,8 +262,8 @@ def camvid(tmp_path):
 
 def test_camvid_models_table(camvid):
     built = tables.camvid_tables(camvid)
-    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_plateau", "camvid_schedules",
-                           "camvid_times"]
+    assert list(built) == ["camvid_models", "camvid_ablation", "camvid_gains", "camvid_pairs", "camvid_plateau",
+                           "camvid_schedules", "camvid_times"]
     df = built["camvid_models"]
     # sorted by mean val mIoU; the Table 2 variants are not study models; TopFormer-T (never run) last
     assert list(df.registry) == ["segformer_b0", "lemore", "lraspp_mobilenet_v3_large", "topformer_t"]
@@ -353,6 +353,37 @@ def test_welch_gain_is_scipys_test():
     assert all(math.isnan(v) for v in tables.welch_gain([], after))
     g, *rest = tables.welch_gain([31.0], after)  # one seed: the gain, nothing to test with
     assert g == pytest.approx(np.mean(after) - 31.0) and all(math.isnan(v) for v in rest)
+
+
+def test_camvid_pairs_table(camvid):
+    from scipy import stats
+
+    pairs = tables.camvid_tables(camvid)["camvid_pairs"]
+    # LeMoRe against every other study model, in the models table's order; LeMoRe itself not a row
+    assert list(pairs.registry) == ["segformer_b0", "lraspp_mobilenet_v3_large", "topformer_t"]
+    seg, lr, top = (pairs.set_index("registry").loc[m] for m in pairs.registry)
+    # LeMoRe 40, 42, 44 against SegFormer-B0 45, 47: -4, se sqrt(4/3 + 1), Welch's t on 2.88 df
+    ref = stats.ttest_ind([40.0, 42.0, 44.0], [45.0, 47.0], equal_var=False)
+    assert seg["difference (reference - model)"] == pytest.approx(-4.0) and seg["n (model, reference)"] == "2, 3"
+    assert seg["welch p"] == pytest.approx(ref.pvalue) and 0.05 < seg["welch p"] < 0.1
+    ci = ref.confidence_interval(0.95)
+    assert (seg["95% ci low"], seg["95% ci high"]) == pytest.approx((ci.low, ci.high))
+    assert seg["95% ci low"] < 0 < seg["95% ci high"] and seg.verdict == "undecided"
+    assert seg["latency ratio (reference / model)"] == pytest.approx(20.0 / 120.0)
+    assert lr["difference (reference - model)"] == pytest.approx(4.0) and lr.verdict == "one seed"
+    assert math.isnan(lr["welch p"]) and lr["latency ratio (reference / model)"] == pytest.approx(0.5)
+    assert top["n (model, reference)"] == "0, 3" and top.verdict == "" and math.isnan(top["difference (reference - model)"])
+
+
+@pytest.mark.parametrize("others,verdict", [([30.0, 31.0, 32.0], "LeMoRe ahead"), ([50.0, 51.0, 52.0], "LeMoRe behind"),
+                                           ([41.0, 42.0, 43.0], "undecided")])
+def test_pairs_verdict_reads_welchs_p(others, verdict):
+    runs = pd.DataFrame({"model": ["lemore"] * 3 + ["seaformer_t"] * 3, "miou": [40.0, 42.0, 44.0, *others]})
+    models = pd.DataFrame({"model": ["LeMoRe", "SeaFormer-T"], "registry": ["lemore", "seaformer_t"],
+                           "val miou": [42.0, float(np.mean(others))], "latency_ms (360x480)": [20.0, 10.0]})
+    row = tables.study_pairs_table(runs, models, "360x480").iloc[0]
+    assert row.verdict == verdict and row["latency ratio (reference / model)"] == 2.0
+    assert tables.study_pairs_table(runs, models.iloc[1:], "360x480").empty  # no LeMoRe row: nothing to compare
 
 
 def test_camvid_schedules_table(camvid):
