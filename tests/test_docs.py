@@ -551,6 +551,80 @@ def search_problems(readme: str) -> list[str]:
     return problems
 
 
+CAMVID_TABLES = ROOT / "results" / "camvid" / "tables"
+
+
+def _csv_by(path: Path, key: str) -> dict[str, dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return {r[key]: r for r in csv.DictReader(f)}
+
+
+def _cell_problems(name: str, cells: list[tuple[str, list[str]]]) -> list[str]:
+    """``(README cell, CSV values)`` pairs whose cell does not show, in order, roundings of the values that are not
+    empty (an empty CSV cell is a number the README must not show)."""
+    return [f"{name}: {cell!r}, expected roundings of {[w for w in want if w != '']}" for cell, want in cells
+            if not _shows_roundings(cell.replace("n=", ""), [w for w in want if w != ""])]
+
+
+def camvid_problems(readme: str, tables: Path = CAMVID_TABLES) -> list[str]:
+    """README rows of the CamVid study table (model, lr, val mIoU mean ± std (n=...), LeMoRe minus it [95% interval],
+    params, GFLOPs, ms (ratio to LR-ASPP), the published ADE20K mIoU) that differ from camvid_models.csv and
+    camvid_pairs.csv, rounded as the README shows them; and the models missing from the README."""
+    models, pairs = _csv_by(tables / "camvid_models.csv", "model"), _csv_by(tables / "camvid_pairs.csv", "model")
+    rows = _table_under(readme, "### CamVid")
+    problems = [f"{m}: not in the README" for m in models if m not in [r[0] for r in rows]]
+    for row in rows:
+        r, p = models.get(row[0]), pairs.get(row[0], {})
+        if r is None or len(row) != 8:
+            problems.append(f"{row[0]}: not in camvid_models.csv" if r is None else f"{row[0]}: {len(row)} cells")
+            continue
+        if (row[1], r["lr"]) != ("", "") and (not row[1] or not r["lr"] or float(row[1]) != float(r["lr"])):
+            problems.append(f"{row[0]}: lr {row[1]}, the runs' {r['lr']}")
+        vs = [p.get(c, "") for c in ("difference (reference - model)", "95% ci low", "95% ci high")]
+        problems += _cell_problems(row[0], [
+            (row[2], [r["val miou"], r["val miou std"], r["n"]]), (row[3], vs), (row[4], [r["params_m"]]),
+            (row[5], [r["gflops (360x480)"]]), (row[6], [r["latency_ms (360x480)"], r["latency ratio to LR-ASPP"]]),
+            (row[7], [r["ade20k miou (published)"]])])
+    return problems
+
+
+def schedule_problems(readme: str, tables: Path = CAMVID_TABLES) -> list[str]:
+    """README rows of the doubling check (model, seed 0 at the schedule (rank), at twice it (rank), the mean
+    last-quarter gain over the seeds, seed 0's at twice the schedule) that differ from camvid_schedules.csv and
+    camvid_models.csv."""
+    sched, models = _csv_by(tables / "camvid_schedules.csv", "model"), _csv_by(tables / "camvid_models.csv", "model")
+    problems = []
+    for row in _table_under(readme, "### Twice the schedule"):
+        r = sched.get(row[0])
+        if r is None or len(row) != 5:
+            problems.append(f"{row[0]}: not in camvid_schedules.csv" if r is None else f"{row[0]}: {len(row)} cells")
+            continue
+        problems += _cell_problems(row[0], [
+            (row[1], [r["seed-0 miou"], r["rank"]]), (row[2], [r["seed-0 miou (long)"], r["rank (long)"]]),
+            (row[3], [models[row[0]]["last-quarter gain"]]), (row[4], [r["last-quarter gain (long)"]])])
+    return problems
+
+
+def ablation_problems(readme: str, tables: Path = CAMVID_TABLES) -> list[str]:
+    """README rows of Table 2 on CamVid (switch (from to to), the paper's ADE20K gain, ours [95% interval], Welch's
+    p, the verdict) that differ from camvid_gains.csv, rounded as the README shows them."""
+    gains = _csv_by(tables / "camvid_gains.csv", "switch")
+    problems = []
+    for row in _table_under(readme, "### Table 2"):
+        r = gains.get(row[0].split(" (")[0])
+        if r is None or len(row) != 5:
+            problems.append(f"{row[0]}: not in camvid_gains.csv" if r is None else f"{row[0]}: {len(row)} cells")
+            continue
+        ours = [r["camvid gain (ours)"], r["camvid gain 95% ci low (ours)"], r["camvid gain 95% ci high (ours)"]]
+        problems += _cell_problems(row[0], [(row[1], [r["ade20k gain (paper)"]]), (row[2], ours),
+                                            (row[3], [r["welch p (ours)"]])])
+        if row[4] != r["verdict"]:
+            problems.append(f"{row[0]}: verdict {row[4]!r}, the table's is {r['verdict']!r}")
+    return problems
+
+
 def _rounds_to(shown: str, value: float) -> bool:
     """``shown`` (a decimal string) is ``value`` rounded to as many decimals as it shows."""
     decimals = len(shown.split(".")[1]) if "." in shown else 0
@@ -587,6 +661,86 @@ def test_number_checks_catch_a_changed_number():
             assert search_problems(readme.replace("| " + " | ".join(row) + " |", wrong, 1)) != []
     fake = readme.replace("### CamVid", "### CamVid\n\n| run | model |\n|---|---|\n| no_such_run | lemore |\n", 1)
     assert search_problems(fake) != []
+
+
+def study_readme_tables(tables: Path = CAMVID_TABLES) -> str:
+    """The README's three CamVid study tables, rendered from the report's CSVs the way the checkers above read them
+    (``python -c "import sys; sys.path.insert(0, 'tests'); import test_docs; print(test_docs.study_readme_tables())"``
+    prints them for the README)."""
+    import csv
+
+    def read(name):
+        with open(tables / f"{name}.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def num(x, fmt=".2f", sign=False):
+        return "" if x == "" else format(float(x), ("+" if sign else "") + fmt)
+
+    pairs = {r["model"]: r for r in read("camvid_pairs")}
+    out = ["### CamVid", "", "| model | lr | val mIoU, mean ± std (n) | LeMoRe minus it [95% interval] | params (M) | "
+           "GFLOPs at 360x480 | ms at 360x480 (ratio to LR-ASPP) | ADE20K mIoU (published) |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in read("camvid_models"):
+        p = pairs.get(r["model"])
+        std = f" ± {num(r['val miou std'])}" if r["val miou std"] else ""
+        vs = "—" if p is None else num(p["difference (reference - model)"], sign=True) + (
+            f" [{num(p['95% ci low'], sign=True)}, {num(p['95% ci high'], sign=True)}]" if p["95% ci low"] else "")
+        lr = f"{float(r['lr']):.0e}".replace("e-0", "e-") if r["lr"] else ""  # 0.004 -> 4e-3
+        out.append(f"| {r['model']} | {lr} | {num(r['val miou'])}{std} "
+                   f"(n={r['n']}) | {vs} | {num(r['params_m'])} | {num(r['gflops (360x480)'])} | "
+                   f"{num(r['latency_ms (360x480)'], '.1f')} ({num(r['latency ratio to LR-ASPP'])}) | "
+                   f"{num(r['ade20k miou (published)'], '.1f')} |")
+    gains = {r["model"]: r["last-quarter gain"] for r in read("camvid_models")}
+    out += ["", "### Twice the schedule", "", "| model | seed 0 (rank) | seed 0, twice the schedule (rank) | "
+            "last-quarter gain, mean of the seeds | last-quarter gain, twice the schedule |", "|---|--:|--:|--:|--:|"]
+    for r in read("camvid_schedules"):
+        def ranked(miou, rank):
+            return "" if miou == "" else f"{num(miou)} ({int(float(rank))})"
+        out.append(f"| {r['model']} | {ranked(r['seed-0 miou'], r['rank'])} | "
+                   f"{ranked(r['seed-0 miou (long)'], r['rank (long)'])} | {num(gains[r['model']], sign=True)} | "
+                   f"{num(r['last-quarter gain (long)'], sign=True)} |")
+    out += ["", "### Table 2 on CamVid", "", "| switch | ADE20K gain (paper) | CamVid gain (ours) [95% interval] | "
+            "Welch p | verdict |", "|---|--:|--:|--:|---|"]
+    for r in read("camvid_gains"):
+        interval = (f" [{num(r['camvid gain 95% ci low (ours)'], sign=True)}, "
+                    f"{num(r['camvid gain 95% ci high (ours)'], sign=True)}]" if r["camvid gain 95% ci low (ours)"] else "")
+        out.append(f"| {r['switch']} ({r['from']} to {r['to']}) | {num(r['ade20k gain (paper)'], '.1f', True)} | "
+                   f"{num(r['camvid gain (ours)'], sign=True)}{interval} | {num(r['welch p (ours)'], '.3f')} | "
+                   f"{r['verdict']} |")
+    return "\n".join(out) + "\n"
+
+
+def test_study_checkers_read_the_report_tables(tmp_path):
+    """The CamVid study checkers on the report's tables from the fake results of tests/camvid_results.py: the
+    rendered README passes, and a changed number, interval, rank, verdict, lr or a missing model is caught."""
+    import camvid_results
+
+    from lemore import tables as T
+
+    results = camvid_results.make_results(tmp_path / "results" / "camvid")
+    T.write_camvid_tables(T.camvid_tables(results), tmp_path / "tables")
+    readme = study_readme_tables(tmp_path / "tables")
+    check = {"models": camvid_problems, "schedule": schedule_problems, "gains": ablation_problems}
+    for name, problems in check.items():
+        assert problems(readme, tmp_path / "tables") == [], name
+    rows = {h: _table_under(readme, h) for h in ("### CamVid", "### Twice the schedule", "### Table 2")}
+    assert len(rows["### CamVid"]) == 4 and len(rows["### Table 2"]) == 7 and len(rows["### Twice the schedule"]) == 3
+    lem = next(r for r in rows["### CamVid"] if r[0] == "LeMoRe")
+    seg = next(r for r in rows["### CamVid"] if r[0] == "SegFormer-B0")
+    assert lem[2] == "42.00 ± 2.00 (n=3)" and lem[3] == "—" and lem[1] == "4e-3"
+    assert seg[3].startswith("-4.00 [") and seg[1] == "1e-3"
+    line = next(line for line in readme.splitlines() if line.startswith("| SegFormer-B0 | 1e-3"))
+    broken = {
+        "models": [line.replace("46.00 ± 1.41", "46.00 ± 1.45"), line.replace("(n=2)", "(n=3)"),
+                   line.replace("| 1e-3 |", "| 2e-3 |"), line.replace(seg[3], seg[3].replace("-4.00", "-4.10")),
+                   line.replace(seg[3], "-4.00"), ""],  # the interval left out; the row left out
+        "schedule": [readme.split("### Twice")[0] + "### Twice" + readme.split("### Twice")[1].replace("(1)", "(2)", 1)],
+        "gains": [readme.replace("| holds |", "| undecided |", 1), readme.replace("| +5.00 [", "| +5.10 [", 1)],
+    }
+    for name, variants in broken.items():
+        for text in variants:
+            text = readme.replace(line, text) if name == "models" else text
+            assert check[name](text, tmp_path / "tables") != [], (name, text[:80])
 
 
 def test_readme_is_short():
