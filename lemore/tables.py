@@ -718,8 +718,8 @@ def study_pairs_table(chosen: pd.DataFrame, models_table: pd.DataFrame, size: st
     no row."""
     cols = ["model", "registry", "n (model, reference)", "val miou", "difference (reference - model)", "95% ci low",
             "95% ci high", "welch p", "verdict", "latency ratio (reference / model)"]
-    rows_by = models_table.set_index("registry") if len(models_table) else models_table
-    if reference not in getattr(rows_by, "index", ()):
+    rows_by = models_table.set_index("registry")
+    if reference not in rows_by.index:
         return pd.DataFrame(columns=cols)
     ref = rows_by.loc[reference]
     seeds = {m: chosen[chosen.model == m].miou.astype(float).dropna().tolist() if not chosen.empty else []
